@@ -1,0 +1,1 @@
+"""The ``genctl`` command: a dispatcher in front of one Hydra app per subcommand."""

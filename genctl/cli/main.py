@@ -1,0 +1,98 @@
+"""``genctl SUBCOMMAND [hydra overrides...]``.
+
+``@hydra.main`` owns ``sys.argv``, so instead of wrapping Hydra in another argument parser (which
+loses multirun, ``--cfg``, run folders and launchers) the dispatcher removes the subcommand word
+and hands the rest of the command line to that subcommand's own Hydra app.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import yaml
+
+from genctl import __version__
+from genctl.cli.errors import report_errors
+from genctl.config import config_dir, group_choices
+from genctl.errors import GenctlError
+
+SUBCOMMANDS = {
+    "train": "train a model; writes a run folder (config, checkpoints, TensorBoard, samples, metrics.json)",
+    "eval": "test NLL in nats and bits/dim (or MSE) of a checkpoint: genctl eval ckpt=RUN_OR_PT",
+    "sample": "image grid from a checkpoint: genctl sample ckpt=RUN_OR_PT n=64 [mode=reconstruct|interpolate]",
+}
+GROUPS = ("model", "dataset", "optim", "loss", "trainer", "eval")
+
+
+def usage() -> str:
+    lines = [
+        f"genctl {__version__}: train, evaluate and sample deep generative models of images",
+        "",
+        "usage: genctl SUBCOMMAND [KEY=VALUE ...] [-m] [--cfg job] [--help]",
+        "",
+        "subcommands:",
+        *(f"  {name:<8}{text}" for name, text in SUBCOMMANDS.items()),
+        "",
+        "config groups (pick with GROUP=CHOICE, tune with GROUP.KEY=VALUE):",
+        *(f"  {g:<8}{', '.join(group_choices(g))}" for g in GROUPS),
+        "",
+        "examples:",
+        "  genctl train model=vae",
+        "  genctl train model=ae optim=rmsprop optim.lr=1e-3 trainer.epochs=5",
+        "  genctl train dataset=mnist dataset.root=../shared/data/mnist-9k1k trainer.max_time=10",
+        "  genctl train -m model.latent_dim=2,16 optim=adam,rmsprop      # a sweep of 4 runs",
+        "  genctl train resume=runs/vae/2026-01-01_12-00-00",
+        "  genctl eval ckpt=runs/vae/2026-01-01_12-00-00 eval.k=1000",
+        "  genctl sample ckpt=runs/vae/2026-01-01_12-00-00 n=64 mode=interpolate",
+        "",
+        "`genctl SUBCOMMAND --help` lists every key; `genctl train --cfg job` prints the composed config.",
+        "Errors are one line; set HYDRA_FULL_ERROR=1 for the full trace.",
+    ]
+    return "\n".join(lines)
+
+
+def _resume_args(args: list[str]) -> list[str]:
+    """``resume=RUN``: apply RUN's stored overrides first and keep writing into RUN's folder."""
+    value = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
+    if not value:
+        return args
+    path = Path(value).expanduser()
+    run = path if path.is_dir() else path.parent
+    stored_file = run / ".hydra" / "overrides.yaml"
+    stored = yaml.safe_load(stored_file.read_text()) if stored_file.is_file() else []
+    keys = {a.split("=", 1)[0].lstrip("+~") for a in args}
+    kept = [o for o in stored if o.split("=", 1)[0].lstrip("+~") not in keys | {"resume"}]
+    extra = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={run}"]
+    return [*kept, *args, *extra]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if args[0] in ("-V", "--version"):
+        print(f"genctl {__version__}")
+        return 0
+    subcommand, rest = args[0], args[1:]
+    if subcommand not in SUBCOMMANDS:
+        print(f"genctl: error: unknown subcommand '{subcommand}'; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        config_dir()
+        if subcommand == "train":
+            rest = _resume_args(rest)
+    except GenctlError as e:
+        print(f"genctl {subcommand}: error: {e}", file=sys.stderr)
+        return 2
+    import hydra._internal.utils as hydra_utils
+
+    original = getattr(hydra_utils, "_genctl_original", hydra_utils.run_and_report)
+    hydra_utils._genctl_original = original
+    hydra_utils.run_and_report = report_errors(subcommand, original)
+    app = importlib.import_module(f"genctl.cli.{subcommand}")
+    sys.argv = [f"genctl {subcommand}", *rest]
+    app.main()
+    return 0

@@ -1,0 +1,59 @@
+"""A Hydra callback that writes a table of every run's final metrics into the sweep folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("genctl")
+
+
+def run_row(run: Path) -> dict[str, Any]:
+    """One flat row from a run folder's metrics.json and the overrides that made it."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    row: dict[str, Any] = {"run": run.name, "overrides": overrides}
+    for key in ("model", "dataset", "params", "epochs", "wall_time_s", "best_val_loss"):
+        row[key] = metrics.get(key)
+    for name, value in metrics.get("test", {}).items():
+        row[f"test_{name}"] = value["nats"] if isinstance(value, dict) else value
+    return row
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        runs = sorted((p.parent for p in sweep_dir.glob("*/metrics.json")), key=lambda p: (len(p.name), p.name))
+        if not runs:
+            return
+        rows = [run_row(r) for r in runs]
+        varied = {o for row in rows for o in row["overrides"]} - set.intersection(*(set(r["overrides"]) for r in rows))
+        for row in rows:  # show what the sweep varied, not the overrides every run shares
+            row["overrides"] = " ".join(o for o in row["overrides"] if o in varied)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        with open(sweep_dir / "summary.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        table = markdown_table(rows)
+        (sweep_dir / "summary.md").write_text(table + "\n")
+        log.info("sweep summary (%s):\n%s", sweep_dir / "summary.csv", table)

@@ -1,0 +1,89 @@
+"""Where the YAML lives, and building registered classes from config nodes with clear errors."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from genctl.errors import GenctlError
+
+T = TypeVar("T")
+
+
+def config_dir() -> Path:
+    """The packaged ``genctl/configs`` of an installed wheel, else the source tree's ``configs``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise GenctlError(f"genctl's configs are missing: neither {here / 'configs'} nor {here.parent / 'configs'} exists")
+
+
+def group_choices(group: str) -> list[str]:
+    """The options of a config group (``model`` -> ``["ae", "vae", ...]``)."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def plain(value: Any) -> Any:
+    """OmegaConf containers -> Python lists/dicts; leave everything else alone."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _check_type(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return True
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+        args = typing.get_args(annotation)
+        return isinstance(value, (list, tuple)) and all(_check_type(v, args[0]) for v in value if args)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(annotation)))
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def build(what: str, factory: Callable[..., T], options: DictConfig | dict, **fixed: Any) -> T:
+    """Call ``factory(**options, **fixed)`` after checking names and types against its signature.
+
+    ``what`` names the config node in messages (``"model 'vae'"``). Every error is one line
+    that says which key is wrong and what it accepts.
+    """
+    options = {k: plain(v) for k, v in dict(options).items()}
+    params = inspect.signature(factory).parameters
+    hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    accepted = [n for n in params if n not in fixed and n != "self"]
+    for key, value in options.items():
+        if key not in params or key in fixed:
+            raise GenctlError(f"{what} has no option '{key}'; its options: {', '.join(accepted)}")
+        hint = hints.get(key, params[key].annotation)
+        if not _check_type(value, hint):
+            raise GenctlError(f"{what}: {key}={value!r} is not valid (expected {_describe(hint)})")
+    missing = [n for n in accepted if n not in options and params[n].default is inspect.Parameter.empty]
+    if missing:
+        raise GenctlError(f"{what} is missing option(s): {', '.join(missing)}")
+    try:
+        return factory(**options, **fixed)
+    except ValueError as e:  # constructors raise ValueError for values that fail their own checks
+        raise GenctlError(f"{what}: {e}") from e

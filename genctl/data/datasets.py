@@ -1,0 +1,109 @@
+"""Dataset names -> readers, deterministic train/val/test splits, and the binarization protocol.
+
+Binarization (``dataset.binarize``), the usual protocols for binary pixel models:
+  * ``dynamic``: every training batch is a fresh Bernoulli draw with p = intensity; the
+    validation and test sets are drawn once, from ``split_seed``, so their numbers are comparable
+    across epochs and runs (the usual "dynamically binarized MNIST" protocol).
+  * ``static``: every split is drawn once from ``split_seed`` and kept fixed.
+  * ``none``: intensities in [0, 1] (continuous models) -- 8-bit data keeps 256 levels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from omegaconf import DictConfig
+
+from genctl.data.cifar import read_cifar10
+from genctl.data.folder import read_image_folder
+from genctl.data.idx import read_mnist_layout
+from genctl.errors import GenctlError
+
+ASSETS = Path(__file__).parent / "assets"
+BINARIZE = ("none", "static", "dynamic")
+
+Raw = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def _root(cfg: DictConfig) -> Path:
+    return Path(str(cfg.root)).expanduser()
+
+
+def _image_folder(cfg: DictConfig) -> Raw:
+    images, labels = read_image_folder(_root(cfg), int(cfg.image_size), int(cfg.channels))
+    test_idx, train_idx = _split_indices(len(images), int(cfg.test_size), int(cfg.split_seed) + 1, "test_size")
+    return {"train": (images[train_idx], labels[train_idx]), "test": (images[test_idx], labels[test_idx])}
+
+
+DATASETS: dict[str, Callable[[DictConfig], Raw]] = {
+    "digits": lambda cfg: read_mnist_layout(ASSETS / "digits", "MNIST", "digits"),
+    "mnist": lambda cfg: read_mnist_layout(_root(cfg), "MNIST", "mnist"),
+    "fashion_mnist": lambda cfg: read_mnist_layout(_root(cfg), "FashionMNIST", "fashion_mnist"),
+    "cifar10": lambda cfg: read_cifar10(_root(cfg)),
+    "image_folder": _image_folder,
+}
+
+
+def _split_indices(n: int, size: int, seed: int, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not 0 <= size < n:
+        raise GenctlError(f"dataset.{key}={size} must be between 0 and {n - 1} (the set has {n} images)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:size].sort().values, perm[size:].sort().values
+
+
+@dataclass
+class DataSplits:
+    """uint8 images [N, C, H, W] per split, plus how pixels are presented to models."""
+
+    name: str
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    binarize: str
+    split_seed: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def binary(self) -> bool:
+        return self.binarize != "none"
+
+    def train_source(self) -> tuple[torch.Tensor, bool]:
+        """What training batches are drawn from, and whether each batch is a fresh binarization."""
+        if self.binarize == "static":
+            return self.fixed("train"), False
+        return self.train, self.binarize == "dynamic"
+
+    def fixed(self, split: str) -> torch.Tensor:
+        """A split as the float tensor models see, drawn once where binarized (val/test, static)."""
+        images = getattr(self, split)
+        x = images.float() / 255.0
+        if not self.binary:
+            return x
+        seed = self.split_seed * 1000 + {"train": 1, "val": 2, "test": 3}[split]
+        return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+
+
+def load_dataset(cfg: DictConfig) -> DataSplits:
+    """Read ``cfg.name`` and carve ``cfg.val_size`` validation images out of its train split."""
+    name = str(cfg.name)
+    if name not in DATASETS:
+        raise GenctlError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+    if cfg.binarize not in BINARIZE:
+        raise GenctlError(f"dataset.binarize={cfg.binarize} is not one of: {', '.join(BINARIZE)}")
+    raw = DATASETS[name](cfg)
+    train, _ = raw["train"]
+    val_idx, train_idx = _split_indices(len(train), int(cfg.val_size), int(cfg.split_seed), "val_size")
+    return DataSplits(
+        name=name,
+        train=train[train_idx],
+        val=train[val_idx],
+        test=raw["test"][0],
+        binarize=str(cfg.binarize),
+        split_seed=int(cfg.split_seed),
+    )

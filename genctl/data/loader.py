@@ -1,0 +1,73 @@
+"""Mini-batches straight from tensors already in memory (and on the training device).
+
+A torch DataLoader over a per-item Dataset decodes and collates one image at a time; for
+datasets that fit in memory (all of genctl's) indexing one tensor per batch is much faster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+class Batches:
+    """Iterate shuffled batches of ``images``; uint8 images become floats in [0, 1].
+
+    With ``dynamic_binarize`` every batch is a fresh Bernoulli draw. Shuffling and the draws use
+    ``generator`` alone, and the epoch's order and position are part of :meth:`state_dict`, so a
+    run stopped mid-epoch resumes on exactly the batch it would have drawn next.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        dynamic_binarize: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if (shuffle or dynamic_binarize) and generator is None:
+            raise ValueError("shuffling or dynamic binarization needs a generator")
+        self.images = images
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.dynamic_binarize = dynamic_binarize
+        self.generator = generator
+        self.order: torch.Tensor | None = None
+        self.position = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        n = len(self.images)
+        if self.order is None:
+            self.position = 0
+            if self.shuffle:
+                self.order = torch.randperm(n, generator=self.generator, device=self.images.device)
+            else:
+                self.order = torch.arange(n, device=self.images.device)
+        while self.position < n:
+            index = self.order[self.position : self.position + self.batch_size]
+            self.position += len(index)
+            x = self.images[index]
+            if x.dtype == torch.uint8:
+                x = x.float().div_(255.0)
+            if self.dynamic_binarize:
+                x = torch.bernoulli(x, generator=self.generator)
+            yield x
+        self.order = None
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.get_state() if self.generator is not None else None,
+            "order": None if self.order is None else self.order.cpu(),
+            "position": self.position,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.generator is not None:
+            self.generator.set_state(state["generator"])
+        self.order = None if state["order"] is None else state["order"].to(self.images.device)
+        self.position = state["position"]

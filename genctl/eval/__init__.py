@@ -1,0 +1,1 @@
+"""Likelihood estimators and the evaluation loop shared by ``genctl eval`` and training."""

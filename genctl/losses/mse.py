@@ -1,0 +1,17 @@
+"""Mean squared reconstruction error, averaged over pixels and images."""
+
+from __future__ import annotations
+
+import torch
+
+from genctl.losses import LOSSES
+from genctl.models.ae import Autoencoder
+
+
+@LOSSES.register("mse")
+class MSE:
+    requires = Autoencoder
+
+    def __call__(self, model: Autoencoder, x: torch.Tensor, step: int | None) -> dict[str, torch.Tensor]:
+        mse = (model.reconstruct(x) - x).pow(2).mean()
+        return {"loss": mse, "mse": mse}

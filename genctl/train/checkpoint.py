@@ -1,0 +1,124 @@
+"""Checkpoints: plain tensors and containers only, written atomically, read with weights_only.
+
+A checkpoint holds the state to continue training exactly (model, optimizer, every RNG, step,
+epoch) and the resolved config the model is rebuilt from through genctl's registry. Nothing in
+it is code, and loading never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from genctl import __version__
+from genctl.errors import GenctlError
+from genctl.models.base import GenerativeModel, build_model
+
+FORMAT = 1
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` via a temp file in the same folder, fsync, then rename.
+
+    A crash at any moment leaves either the old file or the new one, never a partial one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": FORMAT, "genctl_version": __version__, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
+    """A checkpoint file, or a run folder (its ``prefer`` file, else ``last.pt``)."""
+    p = Path(str(path)).expanduser()
+    if p.is_dir():
+        for name in (prefer, "last.pt", "best.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise GenctlError(f"no checkpoint in {p}: expected {prefer} or last.pt there")
+    if not p.is_file():
+        raise GenctlError(f"checkpoint {p} does not exist; pass a .pt file or a run folder")
+    return p
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a genctl checkpoint; every failure is one line naming the file and the problem."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GenctlError(f"checkpoint {path} is corrupt or not a genctl checkpoint ({first[:200]})") from e
+    if not isinstance(state, dict) or "format" not in state or "config" not in state:
+        raise GenctlError(f"{path} is not a genctl checkpoint (no format/config entries)")
+    if state["format"] > FORMAT:
+        raise GenctlError(
+            f"checkpoint {path} has format {state['format']} from genctl {state.get('genctl_version')}; "
+            f"this genctl ({__version__}) reads format <= {FORMAT}: upgrade genctl"
+        )
+    return state
+
+
+def rng_state(data_generator: torch.Generator) -> dict[str, Any]:
+    """Every random stream training draws from, as tensors and plain containers."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "python": random.getstate(),
+        "data": data_generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    data_generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_weights(model: GenerativeModel, state: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's weights into ``model``; a mismatch names the stored model."""
+    stored = state["config"].get("model", {}).get("name")
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise GenctlError(
+            f"checkpoint {path} holds a different model (model={stored}) than the one configured; "
+            f"use a checkpoint of the same model and options"
+        ) from e
+
+
+def restore_model(state: dict[str, Any], path: Path) -> GenerativeModel:
+    """Rebuild the model a checkpoint was trained with, through genctl's own registry of names.
+
+    The stored config is data: only ``model.name`` and its options are read, and a name outside
+    the registry (or a key such as ``_target_`` that no model accepts) is refused.
+    """
+    config = OmegaConf.create(state["config"])
+    model = build_model(config.model, tuple(state["data_shape"]), bool(state["binary"]))
+    load_weights(model, state, path)
+    return model

@@ -1,0 +1,38 @@
+"""Optimizers by config name (``optim=adam``, ``optim=rmsprop``) and an optional LR schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from omegaconf import DictConfig
+
+from genctl.config import build
+from genctl.errors import GenctlError
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
+
+
+def build_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
+    name = str(cfg.name)
+    if cfg.schedule not in SCHEDULES:
+        raise GenctlError(f"optim.schedule={cfg.schedule} is not one of: {', '.join(SCHEDULES)}")
+    if name not in OPTIMIZERS:
+        raise GenctlError(f"unknown optimizer '{name}'; choose one of: {', '.join(OPTIMIZERS)}")
+    options = {k: v for k, v in cfg.items() if k not in ("name", "schedule", "warmup_steps")}
+    if "betas" in options:
+        options["betas"] = tuple(options["betas"])
+    return build(f"optim '{name}'", OPTIMIZERS[name], options, params=params)
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, warmup_steps: int, step: int, progress: float) -> float:
+    """Multiplier on the base LR: linear warm-up over ``warmup_steps``, then constant, or a cosine
+    decay to 0 as ``progress`` (the fraction of the run done, by epochs or by time) goes to 1."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))

@@ -1,0 +1,52 @@
+"""Shared fixtures: the real digits beside the repo, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from genctl.cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A model small enough that a full train/eval/sample round trip takes a second or two.
+TINY = [
+    "model.arch=mlp",
+    "model.hidden=[32]",
+    "model.latent_dim=4",
+    "trainer.epochs=1",
+    "trainer.batch_size=256",
+    "trainer.num_samples=4",
+    "eval.k=4",
+    "eval.chunk=2",
+]
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """``cli("train", "model=ae", ...)`` -> (exit code, stdout, stderr), run inside pytest."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        argv = sys.argv
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        finally:
+            sys.argv = argv
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def mnist_9k1k() -> Path:
+    root = SHARED_DATA / "mnist-9k1k"
+    if not root.is_dir():
+        pytest.skip(f"{root} is not there (the real-digit split lives in ../shared/data)")
+    return root

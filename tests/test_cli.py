@@ -1,0 +1,146 @@
+"""The genctl command as users meet it: one-line errors, run folders, eval, sample, sweeps, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from genctl.train.checkpoint import load_checkpoint
+from tests.conftest import TINY
+
+
+def one_line_error(code: int, err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_help_lists_subcommands_and_group_choices(cli):
+    code, out, _ = cli("--help")
+    assert code == 0
+    for word in ("train", "eval", "sample", "ae, vae", "adam, rmsprop", "elbo, mse", "digits", "cifar10"):
+        assert word in out
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["train", "model=vaee"], "unknown model 'vaee'; choose one of: ae, vae"),
+        (["train", "optim=sgdd"], "unknown optim 'sgdd'; choose one of: adam, rmsprop"),
+        (["train", "model.latnt_dim=3"], "latnt_dim"),
+        (["train", "model.latent_dim=abc"], "latent_dim='abc' is not valid (expected int)"),
+        (["train", "trainer.epochs=0"], "epochs must be >= 1"),
+        (["train", "trainer.device=tpu"], "device=tpu is not one of"),
+        (["train", "dataset=mnist", "dataset.root=/nonexistent"], "/nonexistent/MNIST/raw/train-images-idx3-ubyte"),
+        (["train", "model=ae", "loss=elbo"], "loss 'elbo' needs one of the models vae"),
+        (["train", "model=vae,ae"], "--multirun"),
+        (["eval"], "ckpt"),
+        (["eval", "ckpt=/nonexistent.pt"], "/nonexistent.pt does not exist"),
+        (["bogus"], "unknown subcommand 'bogus'; choose one of: train, eval, sample"),
+    ],
+)
+def test_bad_input_is_one_actionable_line(cli, args, expected):
+    code, _, err = cli(*args)
+    assert expected in one_line_error(code, err)
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    exe = Path(sys.executable).parent / "genctl"
+    result = subprocess.run([str(exe), "train", "model=nope"], capture_output=True, text=True, cwd=tmp_path)
+    assert "unknown model 'nope'; choose one of: ae, vae" in one_line_error(result.returncode, result.stderr)
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused_in_one_line(cli, tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    code, _, err = cli("eval", f"ckpt={tmp_path / 'garbage.pt'}")
+    assert "is corrupt or not a genctl checkpoint" in one_line_error(code, err)
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    code, _, err = cli("eval", f"ckpt={tmp_path / 'foreign.pt'}")
+    assert "is not a genctl checkpoint" in one_line_error(code, err)
+
+
+def test_train_eval_sample_round_trip(cli, tmp_path):
+    run = tmp_path / "run"
+    code, out, err = cli("train", *TINY, f"hydra.run.dir={run}")
+    assert code == 0, err
+    assert f"run folder: {run}" in out
+    for name in ("best.pt", "last.pt", "metrics.json", "samples.png", "reconstructions.png", "train.log", ".hydra/config.yaml"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["nll_iwae"]["estimator"] == "IWAE bound, k=4"
+    assert metrics["test"]["nll_iwae"]["nats"] <= metrics["test"]["nll_elbo"]["nats"] + 5
+    state = load_checkpoint(run / "last.pt")
+    assert {"model", "optimizer", "rng", "progress", "config", "data"} <= set(state)
+
+    code, out, err = cli("eval", f"ckpt={run}", "eval.k=8", "eval.chunk=3")
+    assert code == 0, err
+    assert "nll_iwae" in out and "bits/dim" in out and "IWAE bound, k=8" in out
+    assert json.loads((run / "metrics.json").read_text())["test"]["nll_iwae"]["estimator"] == "IWAE bound, k=8"
+
+    for mode, n, size in (("prior", 6, (3, 2)), ("reconstruct", 6, (3, 4)), ("interpolate", 8, (4, 2))):
+        code, _, err = cli("sample", f"ckpt={run / 'best.pt'}", f"mode={mode}", f"n={n}", f"nrow={size[0]}", "save_tensor=true")
+        assert code == 0, err
+        png = run / "samples" / f"{mode}.png"
+        width, height = Image.open(png).size
+        assert (width, height) == (size[0] * 30 + 2, size[1] * 30 + 2)
+        assert torch.load(png.with_suffix(".pt")).shape[1:] == (1, 28, 28)
+
+
+def test_autoencoder_trains_with_mse_and_has_no_prior(cli, tmp_path):
+    run = tmp_path / "ae"
+    code, _, err = cli("train", "model=ae", *TINY[:3], "trainer.epochs=5", "optim.lr=3e-3", f"hydra.run.dir={run}")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 < metrics["test"]["mse"] < 0.09  # an all-black guess scores ~0.13 on binarized digits
+    assert not (run / "samples.png").exists() and (run / "reconstructions.png").is_file()
+    code, _, err = cli("sample", f"ckpt={run}")
+    assert "has no prior to sample from; use mode=reconstruct" in one_line_error(code, err)
+
+
+def test_multirun_sweep_writes_every_run_and_a_summary(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    code, _, err = cli(
+        "train", "-m", "model.latent_dim=2,3", "optim=adam,rmsprop",
+        *(o for o in TINY if not o.startswith("model.latent_dim")),
+        "trainer.max_steps=2", f"hydra.sweep.dir={sweep}",
+    )
+    assert code == 0, err
+    runs = sorted(p.name for p in sweep.iterdir() if (p / "metrics.json").is_file())
+    assert runs == ["0", "1", "2", "3"]
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert sorted(r["overrides"] for r in rows) == sorted(
+        f"model.latent_dim={d} optim={o}" for d in (2, 3) for o in ("adam", "rmsprop")
+    )
+    assert all(float(r["test_nll_iwae"]) > 0 for r in rows)
+    assert (sweep / "summary.md").read_text().startswith("| run |")
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "last.pt")["model"]
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(cli, tmp_path):
+    common = [*TINY, "trainer.epochs=3", "trainer.test_at_end=false", "trainer.batch_size=128"]
+    code, _, err = cli("train", *common, f"hydra.run.dir={tmp_path / 'straight'}")
+    assert code == 0, err
+    # stop mid-epoch (step 20 of 15 per epoch), then continue with only resume= given
+    code, _, err = cli("train", *common, "trainer.max_steps=20", f"hydra.run.dir={tmp_path / 'split'}")
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["progress"]["step"] == 20
+    code, out, err = cli("train", f"resume={tmp_path / 'split'}", "trainer.max_steps=null")
+    assert code == 0, err
+    assert "resumed from" in out
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "split")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name

@@ -1,0 +1,141 @@
+"""Readers for the standard on-disk layouts, splits, binarization and the batch iterator."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from genctl.data import Batches, load_dataset
+from genctl.data.idx import read_idx
+from genctl.errors import GenctlError
+from tests.conftest import SHARED_DATA
+
+
+def write_idx(path, array: np.ndarray, gz: bool) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    (gzip.open if gz else open)(path, "wb").write(header + array.astype(np.uint8).tobytes())
+
+
+def dataset_cfg(**kw):
+    base = {"binarize": "none", "val_size": 0, "split_seed": 0}
+    return OmegaConf.create({**base, **kw})
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_round_trip_plain_and_gzip(tmp_path, gz):
+    array = np.random.default_rng(0).integers(0, 256, (5, 28, 28))
+    path = tmp_path / ("x.gz" if gz else "x")
+    write_idx(path, array, gz)
+    assert np.array_equal(read_idx(path), array)
+
+
+def test_idx_rejects_bad_magic_and_truncation(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04" + b"\x00" * 20)
+    with pytest.raises(GenctlError, match="not an IDX file"):
+        read_idx(tmp_path / "bad")
+    write_idx(tmp_path / "ok", np.zeros((4, 28, 28)), gz=False)
+    (tmp_path / "cut").write_bytes((tmp_path / "ok").read_bytes()[:-100])
+    with pytest.raises(GenctlError, match="truncated"):
+        read_idx(tmp_path / "cut")
+
+
+def test_mnist_layout_from_any_of_the_three_roots(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", np.full((n, 28, 28), 7), gz=False)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10, gz=True)
+    for root in (tmp_path, tmp_path / "FashionMNIST", raw):
+        data = load_dataset(dataset_cfg(name="fashion_mnist", root=str(root), val_size=5))
+        assert (len(data.train), len(data.val), len(data.test)) == (25, 5, 10)
+        assert data.shape == (1, 28, 28) and data.train.dtype == torch.uint8
+
+
+def test_missing_dataset_names_the_paths_tried_and_the_fix(tmp_path):
+    with pytest.raises(GenctlError) as err:
+        load_dataset(dataset_cfg(name="mnist", root=str(tmp_path / "nowhere")))
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw" / "train-images-idx3-ubyte") in message
+    assert "dataset.root=" in message
+
+
+def test_embedded_digits_are_the_documented_slice_of_real_mnist():
+    data = load_dataset(dataset_cfg(name="digits"))
+    assert (len(data.train), len(data.test)) == (2000, 500)
+    official = SHARED_DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
+    if official.is_file():
+        digits = torch.from_numpy(read_idx(official).copy())
+        assert torch.equal(data.train[:, 0], digits[:2000])
+        assert torch.equal(data.test[:, 0], digits[9500:])
+
+
+def test_cifar10_python_batches(tmp_path):
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": list(range(4))}
+        (base / name).write_bytes(pickle.dumps(entry))
+    data = load_dataset(dataset_cfg(name="cifar10", root=str(tmp_path), val_size=2))
+    assert data.shape == (3, 32, 32)
+    assert (len(data.train), len(data.val), len(data.test)) == (18, 2, 4)
+    first = pickle.loads((base / "data_batch_1").read_bytes())["data"][0]
+    assert data.train.flatten(1).tolist().count(first.tolist()) + data.val.flatten(1).tolist().count(first.tolist()) == 1
+
+
+def test_image_folder_with_class_subfolders(tmp_path):
+    for label, colour in (("cats", 0), ("dogs", 255)):
+        (tmp_path / label).mkdir()
+        for i in range(5):
+            Image.new("RGB", (40, 30), (colour, colour, colour)).save(tmp_path / label / f"{i}.png")
+    cfg = dataset_cfg(name="image_folder", root=str(tmp_path), image_size=16, channels=3, test_size=2, val_size=2)
+    data = load_dataset(cfg)
+    assert data.shape == (3, 16, 16)
+    assert (len(data.train), len(data.val), len(data.test)) == (6, 2, 2)
+    assert set(torch.cat([data.train, data.val, data.test]).flatten(1).amax(1).tolist()) == {0, 255}
+
+
+def test_splits_are_deterministic_and_disjoint():
+    a = load_dataset(dataset_cfg(name="digits", val_size=300, split_seed=1))
+    b = load_dataset(dataset_cfg(name="digits", val_size=300, split_seed=1))
+    c = load_dataset(dataset_cfg(name="digits", val_size=300, split_seed=2))
+    assert torch.equal(a.val, b.val) and not torch.equal(a.val, c.val)
+    train_rows = {bytes(r.numpy()) for r in a.train.flatten(1)}
+    assert not any(bytes(r.numpy()) in train_rows for r in a.val.flatten(1))
+
+
+def test_binarization_protocols():
+    dynamic = load_dataset(dataset_cfg(name="digits", binarize="dynamic", val_size=100))
+    test_a, test_b = dynamic.fixed("test"), dynamic.fixed("test")
+    assert torch.equal(test_a, test_b) and set(test_a.unique().tolist()) == {0.0, 1.0}
+    images, fresh = dynamic.train_source()
+    assert fresh and images.dtype == torch.uint8
+    g = torch.Generator().manual_seed(0)
+    first, second = (next(iter(Batches(images[:64], 64, dynamic_binarize=True, generator=g))) for _ in range(2))
+    assert not torch.equal(first, second) and set(first.unique().tolist()) == {0.0, 1.0}
+    static = load_dataset(dataset_cfg(name="digits", binarize="static", val_size=100))
+    images, fresh = static.train_source()
+    assert not fresh and set(images.unique().tolist()) == {0.0, 1.0}
+    none = load_dataset(dataset_cfg(name="digits", binarize="none", val_size=100))
+    assert none.fixed("test").max() == 1.0 and len(none.fixed("test").unique()) > 2
+
+
+def test_batches_resume_mid_epoch_on_the_next_batch():
+    images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1)
+    full = Batches(images, 16, shuffle=True, dynamic_binarize=True, generator=torch.Generator().manual_seed(3))
+    expected = [b for _ in range(2) for b in full]
+    part = Batches(images, 16, shuffle=True, dynamic_binarize=True, generator=torch.Generator().manual_seed(3))
+    it = iter(part)
+    seen = [next(it) for _ in range(3)]
+    state = part.state_dict()
+    resumed = Batches(images, 16, shuffle=True, dynamic_binarize=True, generator=torch.Generator().manual_seed(99))
+    resumed.load_state_dict(state)
+    seen += list(resumed) + list(resumed)
+    assert len(seen) == len(expected) and all(torch.equal(a, b) for a, b in zip(seen, expected))
