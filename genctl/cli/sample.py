@@ -18,7 +18,7 @@ from genctl.eval.evaluate import evaluating
 from genctl.images import save_grid
 
 log = logging.getLogger("genctl")
-MODES = ("prior", "reconstruct", "interpolate")
+MODES = ("prior", "reconstruct", "interpolate", "complete")
 
 
 def interleave_rows(top: torch.Tensor, bottom: torch.Tensor, nrow: int) -> torch.Tensor:
@@ -35,18 +35,25 @@ def main(cfg: DictConfig) -> None:
     if cfg.n < 1 or cfg.nrow < 1:
         raise GenctlError("n and nrow must be >= 1")
     path, state, model, train_cfg = open_checkpoint(cfg)
-    if cfg.mode != "prior" and not model.has_latents:
+    if cfg.mode in ("reconstruct", "interpolate") and not model.has_latents:
         raise GenctlError(f"model '{train_cfg.model.name}' has no latent space; use mode=prior")
+    if cfg.mode == "complete" and not hasattr(model, "complete"):
+        raise GenctlError(f"model '{train_cfg.model.name}' is not autoregressive; mode=complete needs one")
     if cfg.mode == "prior" and not model.can_sample:
         raise GenctlError(f"model '{train_cfg.model.name}' has no prior to sample from; use mode=reconstruct or mode=interpolate")
     with evaluating(model, int(cfg.seed)):
         if cfg.mode == "prior":
-            images = model.sample(int(cfg.n), float(cfg.temperature))
+            images = model.sample(int(cfg.n), float(cfg.temperature), fast=bool(cfg.fast))
         else:
             test = load_dataset(train_cfg.dataset).fixed("test").to(model.device)
             if cfg.mode == "reconstruct":
                 x = test[: cfg.n]
                 images = interleave_rows(x, model.reconstruct(x), int(cfg.nrow))
+            elif cfg.mode == "complete":  # keep the upper half of each test image, sample the rest
+                x = test[: cfg.n]
+                c, h, w = model.data_shape
+                known = (h // 2) * w * c
+                images = interleave_rows(x, model.complete(x, known, float(cfg.temperature), bool(cfg.fast)), int(cfg.nrow))
             else:
                 pairs = max(1, int(cfg.n) // int(cfg.nrow))
                 if 2 * pairs > len(test):

@@ -47,8 +47,12 @@ class GenerativeModel(nn.Module):
         """
         raise NotImplementedError
 
-    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
-        """``n`` images [n, C, H, W] in [0, 1] drawn from the model."""
+    def sample(self, n: int, temperature: float = 1.0, fast: bool = True) -> torch.Tensor:
+        """``n`` images [n, C, H, W] in [0, 1] drawn from the model.
+
+        ``fast=False`` asks for the plain reference sampler where a model has a faster one;
+        both give the same images for the same seed.
+        """
         raise GenctlError(f"{type(self).__name__} defines no distribution to sample from; use mode=reconstruct")
 
 

@@ -62,8 +62,11 @@ class LatentVariableModel(GenerativeModel):
             "kl": kl,
         }
 
-    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
-        """Mean of p(x|z) for z ~ N(0, temperature^2 I): the usual way to show VAE samples."""
+    def sample(self, n: int, temperature: float = 1.0, fast: bool = True) -> torch.Tensor:
+        """Mean of p(x|z) for z ~ N(0, temperature^2 I): the usual way to show VAE samples.
+
+        One decoder pass, so ``fast`` changes nothing.
+        """
         z = torch.randn(n, self.latent_dim, device=self.device) * temperature
         return self.likelihood.mean(self.decode(z))
 

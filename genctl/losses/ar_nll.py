@@ -1,0 +1,20 @@
+"""Exact negative log-likelihood of autoregressive models (maximum likelihood, the seed's eq. 2).
+
+Nats per image (summed over the C*H*W conditionals), averaged over the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from genctl.losses import LOSSES
+from genctl.models.autoregressive import AutoregressiveModel
+
+
+@LOSSES.register("ar_nll")
+class AutoregressiveNLL:
+    requires = AutoregressiveModel
+
+    def __call__(self, model: AutoregressiveModel, x: torch.Tensor, step: int | None) -> dict[str, torch.Tensor]:
+        nll = -model.log_prob(x).mean()
+        return {"loss": nll, "nll": nll}

@@ -1,0 +1,115 @@
+"""Masked autoencoder for distribution estimation (Germain, Gregor, Murray & Larochelle, ICML 2015).
+
+An MLP whose weight masks make output i depend only on inputs before i in an ordering: each unit
+gets a degree, a hidden unit of degree m sees inputs/units of degree <= m, an output of degree d
+sees units of degree < d.
+
+``num_masks`` > 1 is connectivity-agnostic training: every training step uses the next of
+``num_masks`` fixed degree assignments; with ``order_agnostic`` each also gets its own random input
+ordering. At evaluation the first ``eval_masks`` of them are ensembled as the mixture
+p(x) = mean_m p_m(x), still an exact likelihood; samples come from the same mixture.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genctl.models.autoregressive import AutoregressiveModel, from_sequence, raster_order, to_sequence
+from genctl.models.base import MODELS
+from genctl.models.nets import ACTIVATIONS
+
+
+@MODELS.register("made")
+class MADE(AutoregressiveModel):
+    def __init__(
+        self,
+        data_shape: tuple[int, int, int],
+        binary: bool,
+        hidden: list[int],
+        activation: Literal["relu", "elu", "silu", "tanh"],
+        num_masks: int,
+        order_agnostic: bool,
+        eval_masks: int,
+        seed: int,
+    ) -> None:
+        super().__init__(data_shape, binary)
+        if not 1 <= eval_masks <= num_masks:
+            raise ValueError(f"eval_masks must be between 1 and num_masks={num_masks}, got {eval_masks}")
+        if not hidden:
+            raise ValueError("MADE needs at least one hidden layer")
+        self.out = 1 if binary else self.levels
+        sizes = [self.dims, *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.head = nn.Linear(hidden[-1], self.dims * self.out)
+        self.act = ACTIVATIONS[activation]()
+        self.eval_masks = eval_masks
+        # degrees[m] = (input degrees [D] (a permutation of 1..D), one tensor per hidden layer)
+        g = torch.Generator().manual_seed(seed)
+        inputs, hiddens = [], [[] for _ in hidden]
+        for m in range(num_masks):
+            order = torch.randperm(self.dims, generator=g) if order_agnostic and m > 0 else torch.arange(self.dims)
+            degree = torch.empty(self.dims, dtype=torch.long)
+            degree[order] = torch.arange(1, self.dims + 1)
+            inputs.append(degree)
+            low = 1
+            for layer, size in enumerate(hidden):
+                d = torch.randint(low, self.dims, (size,), generator=g) if self.dims > 1 else torch.ones(size, dtype=torch.long)
+                hiddens[layer].append(d)
+                low = int(d.min())
+        self.register_buffer("input_degrees", torch.stack(inputs))  # [M, D]
+        for layer, ds in enumerate(hiddens):
+            self.register_buffer(f"hidden_degrees_{layer}", torch.stack(ds))  # [M, size]
+        self.register_buffer("next_mask", torch.zeros((), dtype=torch.long))  # advances each training step
+
+    @property
+    def num_masks(self) -> int:
+        return self.input_degrees.shape[0]
+
+    def masks(self, m: int) -> list[torch.Tensor]:
+        degrees = [self.input_degrees[m]] + [getattr(self, f"hidden_degrees_{i}")[m] for i in range(len(self.layers))]
+        masks = [(d_out[:, None] >= d_in[None, :]).float() for d_in, d_out in zip(degrees, degrees[1:])]
+        head = (self.input_degrees[m][:, None] > degrees[-1][None, :]).float()
+        return masks + [head.repeat_interleave(self.out, dim=0)]
+
+    def logits(self, x: torch.Tensor, mask: int | None = None) -> torch.Tensor:
+        """Conditionals under mask ``mask``; by default the next training mask, or mask 0 in eval."""
+        if mask is None:
+            mask = int(self.next_mask) if self.training else 0
+            if self.training:
+                self.next_mask.fill_((mask + 1) % self.num_masks)
+        h = to_sequence(x)
+        masks = self.masks(mask)
+        for layer, m in zip(self.layers, masks):
+            h = self.act(F.linear(h, layer.weight * m, layer.bias))
+        out = F.linear(h, self.head.weight * masks[-1], self.head.bias)
+        if self.binary:
+            return from_sequence(out, self.data_shape)
+        return from_sequence(out.view(len(x), self.dims, self.out), self.data_shape)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.eval_masks == 1:
+            return self.log_prob_from_logits(x, self.logits(x))
+        per_mask = torch.stack([self.log_prob_from_logits(x, self.logits(x, m)) for m in range(self.eval_masks)])
+        return torch.logsumexp(per_mask, 0) - math.log(self.eval_masks)
+
+    def mask_order(self, m: int) -> torch.Tensor:
+        """Flat [C, H, W] indices in the generation order of mask ``m``."""
+        return raster_order(self.data_shape)[torch.argsort(self.input_degrees[m])]
+
+    def order(self) -> torch.Tensor:
+        return self.mask_order(0)
+
+    def sample(self, n: int, temperature: float = 1.0, fast: bool = True) -> torch.Tensor:
+        """Draws from the evaluation mixture: each image picks one of ``eval_masks`` masks."""
+        which = torch.randint(self.eval_masks, (n,), device=self.device)
+        x = torch.zeros(n, *self.data_shape, device=self.device)
+        for m in range(self.eval_masks):
+            rows = (which == m).nonzero().squeeze(1)
+            if len(rows):
+                x[rows] = self.complete_with(x[rows], 0, temperature, self.mask_order(m), lambda v, m=m: self.logits(v, m))
+        return x

@@ -1,0 +1,60 @@
+"""Masked convolutions (van den Oord, Kalchbrenner & Kavukcuoglu, "Pixel Recurrent Neural
+Networks", ICML 2016, section 3.4).
+
+A k x k kernel sees the rows above and the pixels to the left in its own row. At the centre
+pixel, channels are split into ``colors`` groups (R, G, B for colour images; one group for
+grey/binary): mask "A" lets group g see groups < g only (the first layer, which must not see the
+value it predicts), mask "B" groups <= g (every later layer).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def color_groups(channels: int, colors: int) -> torch.Tensor:
+    """Group of every channel: contiguous blocks, so C*256 logits split as C blocks of 256."""
+    return torch.arange(channels) * colors // channels
+
+
+def causal_mask(
+    out_channels: int, in_channels: int, kernel: tuple[int, int], mask_type: Literal["A", "B"], colors: int
+) -> torch.Tensor:
+    kh, kw = kernel
+    mask = torch.ones(out_channels, in_channels, kh, kw)
+    r, c = kh // 2, kw // 2
+    mask[:, :, r + 1 :] = 0
+    mask[:, :, r, c + 1 :] = 0
+    g_out, g_in = color_groups(out_channels, colors), color_groups(in_channels, colors)
+    allowed = g_out[:, None] > g_in[None, :] if mask_type == "A" else g_out[:, None] >= g_in[None, :]
+    mask[:, :, r, c] = allowed.float()
+    return mask
+
+
+class MaskedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with "same" padding whose kernel is multiplied by a causal mask."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, mask_type: Literal["A", "B"], colors: int) -> None:
+        super().__init__(in_channels, out_channels, kernel, padding=kernel // 2)
+        self.register_buffer("mask", causal_mask(out_channels, in_channels, (kernel, kernel), mask_type, colors), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+    def at(self, inputs: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The output at pixel (h, w) alone, [B, out], from the input map [B, in, H, W].
+
+        Only rows <= h are read (the mask zeroes the rest), so ``inputs`` needs to be filled in
+        up to (h, w) in raster order: what incremental sampling has computed so far.
+        """
+        kh, kw = self.kernel_size
+        r, c = kh // 2, kw // 2
+        _, _, height, width = inputs.shape
+        top, left, right = max(0, h - r), max(0, w - c), min(width, w + c + 1)
+        patch = inputs[:, :, top : h + 1, left:right]
+        kernel = (self.weight * self.mask)[:, :, r - (h - top) : r + 1, c - (w - left) : c + (right - w)]
+        return torch.einsum("bihw,oihw->bo", patch, kernel) + self.bias

@@ -1,0 +1,39 @@
+"""Neural autoregressive distribution estimator (Larochelle & Murray, AISTATS 2011).
+
+    h_i = act(c + W[:, <i] x_<i),    p(x_i = 1 | x_<i) = sigmoid(b_i + V_i . h_i)
+
+The hidden weights W are shared across the D conditionals, so every h_i comes from one running
+(exclusive) sum over i: O(HD) for the whole image instead of O(HD^2). 8-bit data gets 256 logits
+per value (V is [D, 256, H]).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from genctl.models.autoregressive import AutoregressiveModel, from_sequence, to_sequence
+from genctl.models.base import MODELS
+
+
+@MODELS.register("nade")
+class NADE(AutoregressiveModel):
+    def __init__(
+        self, data_shape: tuple[int, int, int], binary: bool, hidden: int, activation: Literal["sigmoid", "relu"]
+    ) -> None:
+        super().__init__(data_shape, binary)
+        out = 1 if binary else self.levels
+        self.W = nn.Parameter(torch.randn(self.dims, hidden) * 0.01)  # row j: what x_j adds to every later h
+        self.c = nn.Parameter(torch.zeros(hidden))
+        self.V = nn.Parameter(torch.randn(self.dims, out, hidden) * 0.01)
+        self.b = nn.Parameter(torch.zeros(self.dims, out))
+        self.activation = torch.sigmoid if activation == "sigmoid" else torch.relu
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        v = to_sequence(x)  # [B, D]
+        contributions = v.unsqueeze(-1) * self.W  # [B, D, H]
+        a = self.c + torch.cumsum(contributions, dim=1) - contributions  # exclusive: only j < i
+        out = torch.einsum("bdh,doh->bdo", self.activation(a), self.V) + self.b
+        return from_sequence(out.squeeze(-1) if self.binary else out, self.data_shape)
