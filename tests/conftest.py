@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from genctl.cli.main import main
 
@@ -42,6 +43,16 @@ def cli(capsys, monkeypatch, tmp_path):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """For tests of tiny tensors and many sequential passes (sampling): a second intra-op thread
+    only adds hand-off overhead, which on a busy 2-core machine turns seconds into minutes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

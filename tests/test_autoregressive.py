@@ -22,12 +22,16 @@ TINY_AR = {
     "made": {"hidden": [23, 19], "activation": "relu", "num_masks": 3, "order_agnostic": True, "eval_masks": 3, "seed": 0},
     "made_1mask": {"name": "made", "hidden": [30], "activation": "relu", "num_masks": 1, "order_agnostic": False, "eval_masks": 1, "seed": 0},
     "pixelcnn": {"channels": 12, "blocks": 2, "first_kernel": 5, "head": 6},
+    "gated_pixelcnn": {"channels": 6, "layers": 2, "kernel": 3, "head": 6, "num_classes": 0},
+    "pixelrnn": {"variant": "row_lstm", "hidden": 6, "layers": 1, "head": 6},
+    "pixelrnn_diagonal": {"name": "pixelrnn", "variant": "diagonal_bilstm", "hidden": 6, "layers": 1, "head": 6},
 }
 SHAPES = [((1, 4, 4), True), ((3, 3, 3), False)]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(key: str, shape, binary) -> AutoregressiveModel:
-    options = {"name": key, **TINY_AR[key]}
+    options = {"name": key, **TINY_AR[key]}  # an entry's own "name" wins
     torch.manual_seed(0)
     return build_model(OmegaConf.create(options), shape, binary)
 
@@ -109,7 +113,7 @@ def test_tiny_fvsbn_is_normalized_and_its_samples_follow_its_conditionals():
 
 
 @pytest.mark.parametrize("shape, binary", SHAPES)
-@pytest.mark.parametrize("key", [k for k in TINY_AR if k.startswith("pixel")])
+@pytest.mark.parametrize("key", [k for k in TINY_AR if "pixel" in k or k == "nade"])
 def test_fast_sampling_gives_the_reference_samplers_images(key, shape, binary):
     """Same seed, same images: fast=True (caches or crops) against one full pass per value.
 
@@ -125,6 +129,27 @@ def test_fast_sampling_gives_the_reference_samplers_images(key, shape, binary):
     assert torch.equal(fast, reference)
 
 
+WINDOWED = ["pixelcnn", "gated_pixelcnn", "pixelrnn", "pixelrnn_diagonal"]
+
+
+@pytest.mark.parametrize("shape, binary", [((1, 7, 7), True), ((3, 6, 6), False)])
+@pytest.mark.parametrize("key", WINDOWED)
+def test_window_crops_give_the_full_pass_conditionals(key, shape, binary):
+    """What cropped sampling relies on, value by value (a sample rarely shows a small error: a
+    fresh model's near-uniform conditionals seldom let it change a draw)."""
+    model = make(key, shape, binary).eval()
+    up, left, right = model.window
+    _, height, width = shape
+    x = torch.rand(2, *shape)
+    with torch.no_grad():
+        full = model.logits(x)
+        for h in range(height):
+            for w in range(width):
+                top, lo = max(0, h - up), max(0, w - left)
+                crop = model.logits(x[:, :, top : h + 1, lo : min(width, w + right + 1)])
+                torch.testing.assert_close(crop[..., h - top, w - lo], full[..., h, w], rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_completion_keeps_the_known_half(fast):
     model = make("pixelcnn", (1, 4, 4), True).eval()
@@ -135,7 +160,7 @@ def test_completion_keeps_the_known_half(fast):
     assert set(out.unique().tolist()) <= {0.0, 1.0}
 
 
-@pytest.mark.parametrize("key", ["fvsbn", "nade", "made", "pixelcnn"])
+@pytest.mark.parametrize("key", ["fvsbn", "nade", "made", "pixelcnn", "gated_pixelcnn", "pixelrnn"])
 def test_fresh_default_models_score_real_digits_near_784_ln2(key):
     """Nothing learnt yet: about 1/2 per binary pixel, 784 ln 2 = 543 nats (catches doubled
     activations, logits scored as probabilities and the like)."""

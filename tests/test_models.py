@@ -14,7 +14,7 @@ from genctl.errors import GenctlError
 from genctl.eval.evaluate import evaluate
 from genctl.losses import build_loss
 from genctl.losses.elbo import ELBO
-from genctl.models import build_model
+from genctl.models import MODELS, build_model
 from genctl.models.latent import LatentVariableModel
 from genctl.models.likelihoods import Gaussian
 
@@ -126,7 +126,7 @@ def test_model_options_are_checked_by_name_and_type(digits):
         build_model(vae_cfg(latent_dim="x"), digits.shape, True)
     with pytest.raises(GenctlError, match="arch='deep' is not valid.*mlp, conv"):
         build_model(vae_cfg(arch="deep"), digits.shape, True)
-    with pytest.raises(GenctlError, match="unknown model 'vaee'; choose one of: ae, vae"):
+    with pytest.raises(GenctlError, match=f"unknown model 'vaee'; choose one of: {', '.join(MODELS.names())}$"):
         build_model(vae_cfg(name="vaee"), digits.shape, True)
 
 

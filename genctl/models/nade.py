@@ -5,6 +5,9 @@
 The hidden weights W are shared across the D conditionals, so every h_i comes from one running
 (exclusive) sum over i: O(HD) for the whole image instead of O(HD^2). 8-bit data gets 256 logits
 per value (V is [D, 256, H]).
+
+Sampling with ``fast=True`` keeps the running sum a = c + W[:, <i] x_<i and adds one value's
+column per step: O(HD) per image, against one full O(HD) pass per value for the reference.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from genctl.models.autoregressive import AutoregressiveModel, from_sequence, to_sequence
+from genctl.models.autoregressive import AutoregressiveModel, from_sequence, tiny_ops, to_sequence
 from genctl.models.base import MODELS
 
 
@@ -37,3 +40,15 @@ class NADE(AutoregressiveModel):
         a = self.c + torch.cumsum(contributions, dim=1) - contributions  # exclusive: only j < i
         out = torch.einsum("bdh,doh->bdo", self.activation(a), self.V) + self.b
         return from_sequence(out.squeeze(-1) if self.binary else out, self.data_shape)
+
+    def complete(self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True) -> torch.Tensor:
+        if not fast:
+            return super().complete(x, known, temperature, fast=False)
+        v = to_sequence(x).clone()
+        a = self.c + v[:, :known] @ self.W[:known]
+        with tiny_ops(x.device):
+            for i in range(known, self.dims):
+                logits = self.activation(a) @ self.V[i].t() + self.b[i]  # [B, 1 or 256]
+                v[:, i] = self.draw(logits.squeeze(-1) if self.binary else logits, temperature)
+                a = a + v[:, i : i + 1] * self.W[i]
+        return from_sequence(v, self.data_shape)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import signal
 import time
 from contextlib import contextmanager
@@ -292,7 +293,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "steps": progress.step,
         "stopped": stop_reason,
         "wall_time_s": round(progress.elapsed, 1),
-        "train_images_per_s": round(images_per_s, 1),
+        "train_images_per_s": round(progress.step * opts.batch_size / max(progress.elapsed, 1e-9), 1),
+        "peak_memory_mb": peak_memory_mb(device),
         "best_epoch": progress.best_epoch,
         "best_val_loss": progress.best_val,
         "train_loss": train_means.get("loss"),
@@ -312,6 +314,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     writer.close()
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     return results
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch on CUDA; peak resident memory of the process on CPU."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
 def summarize(metrics: dict[str, Any]) -> str:

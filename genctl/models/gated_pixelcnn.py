@@ -1,0 +1,145 @@
+"""Gated PixelCNN (van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves & Kavukcuoglu,
+"Conditional Image Generation with PixelCNN Decoders", NeurIPS 2016, section 2).
+
+Stacked masked k x k kernels (``pixelcnn``) never reach the pixels up and to the right: a blind
+spot. Two stacks replace them (the paper's figure 2):
+
+- the vertical stack convolves (k//2 + 1) x k windows that end at the current row, so after l
+  layers row i sees rows i - l*(k//2) .. i, every column within l*(k//2). That includes the
+  current row (and pixel), so it reaches the horizontal stack only shifted down one row;
+- the horizontal stack convolves 1 x k windows masked to the current pixel and those left of it,
+  with the colour groups of :mod:`genctl.models.masked` at the current pixel (mask A in the first
+  layer, B after), and adds a 1x1 projection of the shifted vertical stack.
+
+Together they see every earlier value in a rectangle around the pixel: no blind spot. Units are
+gated, tanh(a) * sigmoid(b); the horizontal stack has a 1x1 residual and a 1x1 skip connection;
+the summed skips go through ReLU -> 1x1 -> ReLU -> 1x1 to the logits, laid out as in ``pixelcnn``.
+``num_classes`` > 0 adds a learned per-class bias to every gate when labels are given (the
+paper's class-conditional model, section 2.3).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genctl.models.autoregressive import AutoregressiveModel
+from genctl.models.base import MODELS
+from genctl.models.masked import MaskedConv2d, causal_mask
+
+
+def gate(x: torch.Tensor, colors: int) -> torch.Tensor:
+    """tanh(a) * sigmoid(b): 2n channels -> n.
+
+    Channels come in ``colors`` contiguous groups (``color_groups``), so a and b are the two
+    halves of each group's block, not of the whole tensor: the output keeps the group layout.
+    """
+    b, _, h, w = x.shape
+    a, g = x.view(b, colors, 2, -1, h, w).unbind(2)
+    return (torch.tanh(a) * torch.sigmoid(g)).reshape(b, -1, h, w)
+
+
+def shift_down(x: torch.Tensor) -> torch.Tensor:
+    """Row i gets row i - 1 (zeros in row 0): what covered rows <= i now covers rows < i."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
+
+
+class VerticalConv(nn.Conv2d):
+    """A (k//2 + 1) x k convolution over the current row and the k//2 rows above it."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int) -> None:
+        super().__init__(in_channels, out_channels, (kernel // 2 + 1, kernel))
+        self.pad = (kernel // 2, kernel // 2, kernel // 2, 0)  # left, right, top, bottom
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pad))
+
+
+class RowConv(nn.Conv2d):
+    """A 1 x k convolution masked to the current pixel (by colour group) and those left of it."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, mask_type: Literal["A", "B"], colors: int) -> None:
+        super().__init__(in_channels, out_channels, (1, kernel), padding=(0, kernel // 2))
+        self.register_buffer("mask", causal_mask(out_channels, in_channels, (1, kernel), mask_type, colors), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+class GatedLayer(nn.Module):
+    """One layer of both stacks: (vertical, horizontal, labels) -> (vertical, horizontal, skip)."""
+
+    def __init__(
+        self, in_channels: int, channels: int, kernel: int, mask_type: Literal["A", "B"], colors: int, num_classes: int
+    ) -> None:
+        super().__init__()
+        self.colors = colors
+        self.vertical = VerticalConv(in_channels, 2 * channels, kernel)
+        self.horizontal = RowConv(in_channels, 2 * channels, kernel, mask_type, colors)
+        self.link = nn.Conv2d(2 * channels, 2 * channels, 1)  # carries rows above only: no colour mask
+        self.residual = MaskedConv2d(channels, channels, 1, "B", colors)
+        self.skip = MaskedConv2d(channels, channels, 1, "B", colors)
+        self.label = nn.Embedding(num_classes, 4 * channels) if num_classes else None
+        # the first layer's input holds the very value being predicted: no identity path around it
+        self.identity = mask_type == "B"
+
+    def forward(
+        self, v: torch.Tensor, h: torch.Tensor, y: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        v_pre = self.vertical(v)
+        h_pre = self.horizontal(h) + self.link(shift_down(v_pre))
+        if y is not None and self.label is not None:
+            bias_v, bias_h = self.label(y)[:, :, None, None].chunk(2, 1)
+            v_pre, h_pre = v_pre + bias_v, h_pre + bias_h
+        g = gate(h_pre, self.colors)
+        out = self.residual(g)
+        return gate(v_pre, self.colors), h + out if self.identity else out, self.skip(g)
+
+
+@MODELS.register("gated_pixelcnn")
+class GatedPixelCNN(AutoregressiveModel):
+    def __init__(
+        self,
+        data_shape: tuple[int, int, int],
+        binary: bool,
+        channels: int,
+        layers: int,
+        kernel: int,
+        head: int,
+        num_classes: int,
+    ) -> None:
+        super().__init__(data_shape, binary)
+        colors = data_shape[0]
+        if channels % colors or head % colors:
+            raise ValueError(f"channels and head must be divisible by {colors} (colour groups)")
+        if kernel < 3 or kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd and at least 3, got {kernel}")
+        if layers < 1 or num_classes < 0:
+            raise ValueError("layers must be >= 1 and num_classes >= 0")
+        self.num_classes = num_classes
+        self.layers = nn.ModuleList(
+            GatedLayer(channels if i else colors, channels, kernel, "B" if i else "A", colors, num_classes)
+            for i in range(layers)
+        )
+        out = colors * (1 if binary else self.levels)
+        self.head = nn.Sequential(
+            nn.ReLU(), MaskedConv2d(channels, head, 1, "B", colors),
+            nn.ReLU(), MaskedConv2d(head, out, 1, "B", colors),
+        )
+        # Each layer widens both stacks by k//2 (rows up; columns left and right), and the shift
+        # adds one row: the exact bounding box of the receptive field.
+        reach = layers * (kernel // 2)
+        self.window = (reach + 1, reach, reach)
+
+    def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """As in :class:`AutoregressiveModel`; ``y`` [B] class labels (``num_classes`` > 0) or None."""
+        if y is not None and not self.num_classes:
+            raise ValueError("labels given to a model with num_classes=0")
+        v, h, skips = x, x, 0
+        for layer in self.layers:
+            v, h, skip = layer(v, h, y)
+            skips = skips + skip
+        return self.conv_logits(self.head(skips))

@@ -1,0 +1,176 @@
+"""PixelRNN (van den Oord, Kalchbrenner & Kavukcuoglu, "Pixel Recurrent Neural Networks", ICML
+2016, sections 3.1-3.3): a 7x7 mask-A convolution, ``layers`` residual LSTM layers, and two 1x1
+mask-B layers to the per-value logits (R -> G -> B for colour).
+
+Each LSTM layer splits into an input-to-state part, one masked convolution over the whole map,
+and a state-to-state part that only reads states of earlier positions, so it is the only part
+run in a Python loop (over rows or diagonals, never over pixels):
+
+- ``row_lstm`` (3.1): rows top to bottom; a pixel's state sees a 1x3 window of the row above,
+  so its receptive field is a triangle.
+- ``diagonal_bilstm`` (3.2): the map is skewed so that diagonals become columns, and two
+  directions run column by column over it; together they see the whole context above.
+
+Colour: hidden units are split into R, G, B groups, and the input-to-state convolution masks
+every gate of a unit by that unit's group (mask B), so a unit of group g sees the current pixel's
+groups <= g only. The cell and gate arithmetic is elementwise per unit, which keeps it that way.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genctl.models.autoregressive import AutoregressiveModel
+from genctl.models.base import MODELS
+from genctl.models.masked import MaskedConv2d, causal_mask
+
+
+class GateConv(nn.Module):
+    """Input-to-state: a mask-B 1 x k convolution to the 4 gate blocks (i, f, o, g) of h units.
+
+    Every block is masked as if it alone were the output, so gate channel j of any block carries
+    the colour group of hidden unit j.
+    """
+
+    def __init__(self, in_channels: int, hidden: int, k: int, colors: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4 * hidden, (1, k), padding=(0, k // 2))
+        block = causal_mask(hidden, in_channels, (1, k), "B", colors)
+        self.register_buffer("mask", block.repeat(4, 1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.conv.weight * self.mask, self.conv.bias, padding=self.conv.padding)
+
+
+def lstm_step(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM update (paper eq. 3) from pre-activations [B, 4h, ...] laid out as (i, f, o, g)."""
+    i, f, o, g = gates.chunk(4, 1)
+    c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+    return o.sigmoid() * c.tanh(), c
+
+
+class RowLSTM(nn.Module):
+    """Rows top to bottom; row i's gates = 1x3 mask-B conv of its input + 1x3 conv of h_{i-1}.
+
+    The row above lies entirely before row i, so the state-to-state conv needs no mask.
+    """
+
+    kernel = 3  # the paper's k
+
+    def __init__(self, channels: int, hidden: int, colors: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.input_to_state = GateConv(channels, hidden, self.kernel, colors)
+        self.state_to_state = nn.Conv1d(hidden, 4 * hidden, self.kernel, padding=self.kernel // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = self.input_to_state(x)  # [B, 4h, H, W], all rows at once
+        b, _, _, width = gates.shape
+        h = c = gates.new_zeros(b, self.hidden, width)
+        rows = []
+        for row in gates.unbind(2):  # unbind, not indexing: its backward is one stack
+            h, c = lstm_step(row + self.state_to_state(h), c)
+            rows.append(h)
+        return torch.stack(rows, 2)
+
+
+def skew(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, H, W + H - 1], row i shifted right by i (zeros elsewhere)."""
+    height = x.shape[2]
+    return torch.stack([F.pad(row, (i, height - 1 - i)) for i, row in enumerate(x.unbind(2))], 2)
+
+
+def unskew(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`skew`."""
+    width = x.shape[3] - x.shape[2] + 1
+    return torch.stack([row[:, :, i : i + width] for i, row in enumerate(x.unbind(2))], 2)
+
+
+class DiagonalLSTM(nn.Module):
+    """One direction of the Diagonal BiLSTM, left to right: the state at (i, j) reads (i, j - 1)
+    and (i - 1, j), which after :func:`skew` are rows i and i - 1 of the previous column.
+
+    The state-to-state conv has no bias, and the skewed gates are zero outside the image, so
+    states there stay exactly zero and carry nothing across the image's left edge.
+    """
+
+    def __init__(self, channels: int, hidden: int, colors: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.input_to_state = GateConv(channels, hidden, 1, colors)
+        self.state_to_state = nn.Conv1d(hidden, 4 * hidden, 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = skew(self.input_to_state(x))  # [B, 4h, H, W + H - 1]
+        b, _, height, _ = gates.shape
+        h = c = gates.new_zeros(b, self.hidden, height)
+        cols = []
+        for column in gates.unbind(3):
+            # a zero row on top, so that row i reads rows i - 1 and i of the previous column
+            h, c = lstm_step(column + self.state_to_state(F.pad(h, (1, 0))), c)
+            cols.append(h)
+        return unskew(torch.stack(cols, 3))
+
+
+class DiagonalBiLSTM(nn.Module):
+    """Left-to-right plus right-to-left (the same LSTM on the flipped map, own weights).
+
+    The right-to-left state at (i, j) has seen the rest of row i, so its output is shifted down
+    one row before the sum (paper, section 3.2). Then (i, j) gets rows < i from column j rightwards
+    from it and everything up and to the left from the forward direction: the whole context.
+    """
+
+    def __init__(self, channels: int, hidden: int, colors: int) -> None:
+        super().__init__()
+        self.forward_dir = DiagonalLSTM(channels, hidden, colors)
+        self.backward_dir = DiagonalLSTM(channels, hidden, colors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        backward = self.backward_dir(x.flip(3)).flip(3)
+        return self.forward_dir(x) + F.pad(backward, (0, 0, 1, 0))[:, :, :-1]
+
+
+class ResidualLSTM(nn.Module):
+    """2h -> LSTM with h units -> 1x1 mask B back to 2h, plus the input (section 3.3)."""
+
+    def __init__(self, variant: str, hidden: int, colors: int) -> None:
+        super().__init__()
+        lstm = RowLSTM if variant == "row_lstm" else DiagonalBiLSTM
+        self.lstm = lstm(2 * hidden, hidden, colors)
+        self.up = MaskedConv2d(hidden, 2 * hidden, 1, "B", colors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.lstm(x))
+
+
+@MODELS.register("pixelrnn")
+class PixelRNN(AutoregressiveModel):
+    def __init__(
+        self,
+        data_shape: tuple[int, int, int],
+        binary: bool,
+        variant: Literal["row_lstm", "diagonal_bilstm"],
+        hidden: int,
+        layers: int,
+        head: int,
+    ) -> None:
+        super().__init__(data_shape, binary)
+        colors, height, width = data_shape
+        if hidden % colors or head % colors:
+            raise ValueError(f"hidden and head must be divisible by {colors} (colour groups)")
+        out = colors * (1 if binary else self.levels)
+        self.net = nn.Sequential(
+            MaskedConv2d(colors, 2 * hidden, 7, "A", colors),
+            *(ResidualLSTM(variant, hidden, colors) for _ in range(layers)),
+            nn.ReLU(), MaskedConv2d(2 * hidden, head, 1, "B", colors),
+            nn.ReLU(), MaskedConv2d(head, out, 1, "B", colors),
+        )
+        # The recurrence reaches every row above, across the full width: crop to rows 0..h only.
+        self.window = (height, width, width)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_logits(self.net(x))
