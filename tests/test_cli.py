@@ -162,6 +162,8 @@ def test_autoregressive_round_trip_with_exact_nll_and_completion(cli, tmp_path):
     assert Image.open(run / "samples" / "complete.png").size == (4 * 30 + 2, 2 * 30 + 2)
     code, _, err = cli("sample", f"ckpt={run}", "mode=interpolate")
     assert "has no latent space" in one_line_error(code, err)
+    code, _, err = cli("sample", f"ckpt={run}", "label=3")
+    assert "is not class-conditional" in one_line_error(code, err)
 
 
 @pytest.mark.slow
@@ -174,3 +176,16 @@ def test_default_vae_learns_real_digits_in_two_minutes(cli, tmp_path, mnist_9k1k
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["stopped"] == "max_time"
     assert metrics["test"]["nll_iwae"]["nats"] < 110
+
+
+def test_class_conditional_gated_pixelcnn_trains_and_samples_by_label(cli, tmp_path):
+    run = tmp_path / "cond"
+    tiny = ["model=gated_pixelcnn", "model.channels=4", "model.layers=1", "model.head=4", "model.num_classes=10",
+            "trainer.max_steps=2", "trainer.num_samples=2", "trainer.batch_size=64", "trainer.sample_every=100"]
+    code, _, err = cli("train", *tiny, f"hydra.run.dir={run}")
+    assert code == 0, err
+    assert json.loads((run / "metrics.json").read_text())["test"]["nll_exact"]["nats"] > 0
+    code, _, err = cli("sample", f"ckpt={run}", "n=2", "nrow=2", "label=3")
+    assert code == 0, err
+    code, _, err = cli("train", *tiny[:-5], "model.num_classes=5", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'x'}")
+    assert "the dataset has 10 classes but model.num_classes=5" in one_line_error(code, err)

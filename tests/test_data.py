@@ -118,7 +118,7 @@ def test_binarization_protocols():
     images, fresh = dynamic.train_source()
     assert fresh and images.dtype == torch.uint8
     g = torch.Generator().manual_seed(0)
-    first, second = (next(iter(Batches(images[:64], 64, dynamic_binarize=True, generator=g))) for _ in range(2))
+    first, second = (next(iter(Batches(images[:64], 64, dynamic_binarize=True, generator=g)))[0] for _ in range(2))
     assert not torch.equal(first, second) and set(first.unique().tolist()) == {0.0, 1.0}
     static = load_dataset(dataset_cfg(name="digits", binarize="static", val_size=100))
     images, fresh = static.train_source()
@@ -127,15 +127,23 @@ def test_binarization_protocols():
     assert none.fixed("test").max() == 1.0 and len(none.fixed("test").unique()) > 2
 
 
-def test_batches_resume_mid_epoch_on_the_next_batch():
+def test_batches_resume_mid_epoch_on_the_next_batch_with_labels_aligned():
     images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1)
-    full = Batches(images, 16, shuffle=True, dynamic_binarize=True, generator=torch.Generator().manual_seed(3))
+    labels = torch.arange(100) * 7
+
+    def batches(seed: int) -> Batches:
+        return Batches(images, 16, shuffle=True, dynamic_binarize=True, generator=torch.Generator().manual_seed(seed), labels=labels)
+
+    full = batches(3)
     expected = [b for _ in range(2) for b in full]
-    part = Batches(images, 16, shuffle=True, dynamic_binarize=True, generator=torch.Generator().manual_seed(3))
+    part = batches(3)
     it = iter(part)
     seen = [next(it) for _ in range(3)]
-    state = part.state_dict()
-    resumed = Batches(images, 16, shuffle=True, dynamic_binarize=True, generator=torch.Generator().manual_seed(99))
-    resumed.load_state_dict(state)
+    resumed = batches(99)
+    resumed.load_state_dict(part.state_dict())
     seen += list(resumed) + list(resumed)
-    assert len(seen) == len(expected) and all(torch.equal(a, b) for a, b in zip(seen, expected))
+    assert len(seen) == len(expected)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(seen, expected))
+    plain = next(iter(Batches(images, 100, shuffle=True, generator=torch.Generator().manual_seed(0), labels=labels)))
+    assert torch.equal(plain[1], (plain[0].flatten() * 255).round().long() * 7)  # each label stays with its image
+    assert next(iter(Batches(images, 4)))[1] is None

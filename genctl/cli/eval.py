@@ -39,7 +39,8 @@ def main(cfg: DictConfig) -> None:
     data = load_dataset(train_cfg.dataset)
     e = cfg.eval
     x = data.fixed(str(e.split))
-    means = evaluate(model, x, int(e.batch_size), int(e.k), int(e.chunk), int(e.seed), progress=True)
+    labels = data.labels[str(e.split)] if model.conditional else None
+    means = evaluate(model, x, int(e.batch_size), int(e.k), int(e.chunk), int(e.seed), progress=True, labels=labels)
     metrics = label(means, data.shape, data.binary, int(e.k))
     out = path.parent / "metrics.json"
     record = json.loads(out.read_text()) if out.is_file() else {}

@@ -41,9 +41,12 @@ def main(cfg: DictConfig) -> None:
         raise GenctlError(f"model '{train_cfg.model.name}' is not autoregressive; mode=complete needs one")
     if cfg.mode == "prior" and not model.can_sample:
         raise GenctlError(f"model '{train_cfg.model.name}' has no prior to sample from; use mode=reconstruct or mode=interpolate")
+    if cfg.label is not None and not model.conditional:
+        raise GenctlError(f"model '{train_cfg.model.name}' is not class-conditional; drop label=")
     with evaluating(model, int(cfg.seed)):
         if cfg.mode == "prior":
-            images = model.sample(int(cfg.n), float(cfg.temperature), fast=bool(cfg.fast))
+            y = None if cfg.label is None else torch.full((int(cfg.n),), int(cfg.label), device=model.device)
+            images = model.sample(int(cfg.n), float(cfg.temperature), fast=bool(cfg.fast), y=y)
         else:
             test = load_dataset(train_cfg.dataset).fixed("test").to(model.device)
             if cfg.mode == "reconstruct":

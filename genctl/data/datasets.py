@@ -56,12 +56,13 @@ def _split_indices(n: int, size: int, seed: int, key: str) -> tuple[torch.Tensor
 
 @dataclass
 class DataSplits:
-    """uint8 images [N, C, H, W] per split, plus how pixels are presented to models."""
+    """uint8 images [N, C, H, W] per split, their class labels, and how pixels are presented."""
 
     name: str
     train: torch.Tensor
     val: torch.Tensor
     test: torch.Tensor
+    labels: dict[str, torch.Tensor]  # split -> int64 [N]
     binarize: str
     split_seed: int
 
@@ -97,13 +98,14 @@ def load_dataset(cfg: DictConfig) -> DataSplits:
     if cfg.binarize not in BINARIZE:
         raise GenctlError(f"dataset.binarize={cfg.binarize} is not one of: {', '.join(BINARIZE)}")
     raw = DATASETS[name](cfg)
-    train, _ = raw["train"]
+    train, train_labels = raw["train"]
     val_idx, train_idx = _split_indices(len(train), int(cfg.val_size), int(cfg.split_seed), "val_size")
     return DataSplits(
         name=name,
         train=train[train_idx],
         val=train[val_idx],
         test=raw["test"][0],
+        labels={"train": train_labels[train_idx], "val": train_labels[val_idx], "test": raw["test"][1]},
         binarize=str(cfg.binarize),
         split_seed=int(cfg.split_seed),
     )

@@ -12,7 +12,8 @@ import torch
 
 
 class Batches:
-    """Iterate shuffled batches of ``images``; uint8 images become floats in [0, 1].
+    """Iterate shuffled batches ``(x, y)`` of ``images``; uint8 images become floats in [0, 1],
+    ``y`` are the matching ``labels`` (None when no labels were given).
 
     With ``dynamic_binarize`` every batch is a fresh Bernoulli draw. Shuffling and the draws use
     ``generator`` alone, and the epoch's order and position are part of :meth:`state_dict`, so a
@@ -26,10 +27,12 @@ class Batches:
         shuffle: bool = False,
         dynamic_binarize: bool = False,
         generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
     ) -> None:
         if (shuffle or dynamic_binarize) and generator is None:
             raise ValueError("shuffling or dynamic binarization needs a generator")
         self.images = images
+        self.labels = labels
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.dynamic_binarize = dynamic_binarize
@@ -40,7 +43,7 @@ class Batches:
     def __len__(self) -> int:
         return -(-len(self.images) // self.batch_size)
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         n = len(self.images)
         if self.order is None:
             self.position = 0
@@ -56,7 +59,7 @@ class Batches:
                 x = x.float().div_(255.0)
             if self.dynamic_binarize:
                 x = torch.bernoulli(x, generator=self.generator)
-            yield x
+            yield x, None if self.labels is None else self.labels[index]
         self.order = None
 
     def state_dict(self) -> dict:

@@ -35,14 +35,23 @@ def evaluating(model: GenerativeModel, seed: int) -> Iterator[None]:
 
 
 def evaluate(
-    model: GenerativeModel, x: torch.Tensor, batch_size: int, k: int, chunk: int, seed: int, progress: bool = False
+    model: GenerativeModel,
+    x: torch.Tensor,
+    batch_size: int,
+    k: int,
+    chunk: int,
+    seed: int,
+    progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Mean of every metric of ``model.metrics`` over the images ``x``."""
+    """Mean of every metric of ``model.metrics`` over the images ``x`` (with their ``labels``
+    for conditional models)."""
     sums: dict[str, torch.Tensor] = {}
     with evaluating(model, seed):
-        batches = Batches(x, batch_size)
-        for batch in tqdm(batches, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
-            for name, values in model.metrics(batch.to(model.device), k, chunk).items():
+        batches = Batches(x, batch_size, labels=labels)
+        for batch, y in tqdm(batches, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+            y = None if y is None else y.to(model.device)
+            for name, values in model.metrics(batch.to(model.device), k, chunk, y).items():
                 sums[name] = sums.get(name, 0) + values.double().sum()
     return {name: float(total) / len(x) for name, total in sums.items()}
 

@@ -17,8 +17,9 @@ from genctl.registry import Registry
 class Loss(Protocol):
     requires: type
 
-    def __call__(self, model: Any, x: torch.Tensor, step: int | None) -> dict[str, torch.Tensor]:
-        """``step=None`` means the final objective (no warm-up), used for validation."""
+    def __call__(self, model: Any, x: torch.Tensor, step: int | None, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``step=None`` means the final objective (no warm-up), used for validation; ``y`` are
+        class labels for conditional models, None otherwise."""
         ...
 
 

@@ -15,6 +15,8 @@ from genctl.models.autoregressive import AutoregressiveModel
 class AutoregressiveNLL:
     requires = AutoregressiveModel
 
-    def __call__(self, model: AutoregressiveModel, x: torch.Tensor, step: int | None) -> dict[str, torch.Tensor]:
-        nll = -model.log_prob(x).mean()
+    def __call__(
+        self, model: AutoregressiveModel, x: torch.Tensor, step: int | None, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        nll = -model.log_prob(x, y).mean()
         return {"loss": nll, "nll": nll}

@@ -31,7 +31,9 @@ class ELBO:
             return self.beta
         return self.beta * min(1.0, step / self.warmup_steps)
 
-    def __call__(self, model: LatentVariableModel, x: torch.Tensor, step: int | None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, model: LatentVariableModel, x: torch.Tensor, step: int | None, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         log_px_z, kl = model.elbo_terms(x)
         recon, kl = -log_px_z.mean(), kl.mean()
         return {"loss": recon + self.kl_weight(step) * kl, "recon": recon, "kl": kl, "nelbo": recon + kl}

@@ -12,6 +12,8 @@ from genctl.models.ae import Autoencoder
 class MSE:
     requires = Autoencoder
 
-    def __call__(self, model: Autoencoder, x: torch.Tensor, step: int | None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, model: Autoencoder, x: torch.Tensor, step: int | None, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         mse = (model.reconstruct(x) - x).pow(2).mean()
         return {"loss": mse, "mse": mse}

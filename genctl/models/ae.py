@@ -43,5 +43,5 @@ class Autoencoder(GenerativeModel):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.render(self.code(x))
 
-    def metrics(self, x: torch.Tensor, k: int, chunk: int) -> dict[str, torch.Tensor]:
+    def metrics(self, x: torch.Tensor, k: int, chunk: int, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return {"mse": (self.reconstruct(x) - x).pow(2).flatten(1).mean(1)}

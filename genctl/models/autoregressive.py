@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+import functools
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -92,11 +93,15 @@ class AutoregressiveModel(GenerativeModel):
         target = (x * 255).round().long()
         return -F.cross_entropy(logits, target, reduction="none").flatten(1).sum(1)
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return self.log_prob_from_logits(x, self.logits(x))
+    def conditioned(self, y: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`logits` with the labels ``y`` bound (plain :meth:`logits` when there are none)."""
+        return self.logits if y is None else functools.partial(self.logits, y=y)
 
-    def metrics(self, x: torch.Tensor, k: int, chunk: int) -> dict[str, torch.Tensor]:
-        return {"nll_exact": -self.log_prob(x)}
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.log_prob_from_logits(x, self.conditioned(y)(x))
+
+    def metrics(self, x: torch.Tensor, k: int, chunk: int, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return {"nll_exact": -self.log_prob(x, y)}
 
     def draw(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
         """One value per entry of ``logits`` ([N] binary, [N, 256] 8-bit), in [0, 1].
@@ -111,7 +116,9 @@ class AutoregressiveModel(GenerativeModel):
             return logits.argmax(-1).float() / 255
         return torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(-1).float() / 255
 
-    def complete(self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True) -> torch.Tensor:
+    def complete(
+        self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Keep the first ``known`` values of ``x`` (in :meth:`order`) and sample the rest.
 
         ``fast=False`` is the reference: one forward pass over the whole image per value. Fast
@@ -121,7 +128,7 @@ class AutoregressiveModel(GenerativeModel):
         try:
             if not fast:
                 self.window = None
-            return self.complete_with(x, known, temperature, self.order(), self.logits)
+            return self.complete_with(x, known, temperature, self.order(), self.conditioned(y))
         finally:
             self.window = window
 
@@ -153,5 +160,7 @@ class AutoregressiveModel(GenerativeModel):
             x[:, c, h, w] = self.draw(logits[(slice(None), *at)] if self.binary else logits[:, :, at[0], at[1], at[2]], temperature)
         return x
 
-    def sample(self, n: int, temperature: float = 1.0, fast: bool = True) -> torch.Tensor:
-        return self.complete(torch.zeros(n, *self.data_shape, device=self.device), 0, temperature, fast)
+    def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is None and self.conditional:
+            y = torch.arange(n, device=self.device) % self.num_classes
+        return self.complete(torch.zeros(n, *self.data_shape, device=self.device), 0, temperature, fast, y)

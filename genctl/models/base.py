@@ -28,6 +28,8 @@ class GenerativeModel(nn.Module):
     can_sample: bool = True
     #: whether :meth:`reconstruct` and latent interpolation make sense
     has_latents: bool = False
+    #: whether the model is class-conditional: then training, evaluation and sampling pass labels
+    conditional: bool = False
 
     def __init__(self, data_shape: tuple[int, int, int], binary: bool) -> None:
         super().__init__()
@@ -38,8 +40,10 @@ class GenerativeModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def metrics(self, x: torch.Tensor, k: int, chunk: int) -> dict[str, torch.Tensor]:
+    def metrics(self, x: torch.Tensor, k: int, chunk: int, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-image evaluation numbers for a batch ``x``, one tensor [B] per metric.
+
+        ``y`` holds class labels [B] for :attr:`conditional` models and is None otherwise.
 
         Likelihood metrics are named ``nll_<estimator>`` and are negative log-likelihoods in
         nats per image (``nll_exact``, ``nll_elbo``, ``nll_iwae`` with ``k`` importance samples
@@ -47,11 +51,12 @@ class GenerativeModel(nn.Module):
         """
         raise NotImplementedError
 
-    def sample(self, n: int, temperature: float = 1.0, fast: bool = True) -> torch.Tensor:
+    def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` images [n, C, H, W] in [0, 1] drawn from the model.
 
         ``fast=False`` asks for the plain reference sampler where a model has a faster one;
-        both give the same images for the same seed.
+        both give the same images for the same seed. ``y``: class labels [n] for conditional
+        models (by default the classes in turn).
         """
         raise GenctlError(f"{type(self).__name__} defines no distribution to sample from; use mode=reconstruct")
 

@@ -120,6 +120,7 @@ class GatedPixelCNN(AutoregressiveModel):
         if layers < 1 or num_classes < 0:
             raise ValueError("layers must be >= 1 and num_classes >= 0")
         self.num_classes = num_classes
+        self.conditional = num_classes > 0
         self.layers = nn.ModuleList(
             GatedLayer(channels if i else colors, channels, kernel, "B" if i else "A", colors, num_classes)
             for i in range(layers)

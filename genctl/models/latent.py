@@ -54,7 +54,7 @@ class LatentVariableModel(GenerativeModel):
         log_pz = -0.5 * (LOG_2PI + z**2).sum(-1)
         return log_px_z + log_pz - gaussian_log_prob(z, mu, logvar)
 
-    def metrics(self, x: torch.Tensor, k: int, chunk: int) -> dict[str, torch.Tensor]:
+    def metrics(self, x: torch.Tensor, k: int, chunk: int, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         log_px_z, kl = self.elbo_terms(x)
         return {
             "nll_elbo": kl - log_px_z,
@@ -62,7 +62,7 @@ class LatentVariableModel(GenerativeModel):
             "kl": kl,
         }
 
-    def sample(self, n: int, temperature: float = 1.0, fast: bool = True) -> torch.Tensor:
+    def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of p(x|z) for z ~ N(0, temperature^2 I): the usual way to show VAE samples.
 
         One decoder pass, so ``fast`` changes nothing.

@@ -91,7 +91,7 @@ class MADE(AutoregressiveModel):
             return from_sequence(out, self.data_shape)
         return from_sequence(out.view(len(x), self.dims, self.out), self.data_shape)
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.training or self.eval_masks == 1:
             return self.log_prob_from_logits(x, self.logits(x))
         per_mask = torch.stack([self.log_prob_from_logits(x, self.logits(x, m)) for m in range(self.eval_masks)])
@@ -104,7 +104,7 @@ class MADE(AutoregressiveModel):
     def order(self) -> torch.Tensor:
         return self.mask_order(0)
 
-    def sample(self, n: int, temperature: float = 1.0, fast: bool = True) -> torch.Tensor:
+    def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
         """Draws from the evaluation mixture: each image picks one of ``eval_masks`` masks."""
         which = torch.randint(self.eval_masks, (n,), device=self.device)
         x = torch.zeros(n, *self.data_shape, device=self.device)

@@ -41,8 +41,10 @@ class NADE(AutoregressiveModel):
         out = torch.einsum("bdh,doh->bdo", self.activation(a), self.V) + self.b
         return from_sequence(out.squeeze(-1) if self.binary else out, self.data_shape)
 
-    def complete(self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True) -> torch.Tensor:
-        if not fast:
+    def complete(
+        self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if not fast:  # unconditional: y is always None here
             return super().complete(x, known, temperature, fast=False)
         v = to_sequence(x).clone()
         a = self.c + v[:, :known] @ self.W[:known]

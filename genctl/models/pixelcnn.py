@@ -60,8 +60,10 @@ class PixelCNN(AutoregressiveModel):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_logits(self.net(x))
 
-    def complete(self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True) -> torch.Tensor:
-        if not fast:
+    def complete(
+        self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if not fast:  # unconditional: y is always None here
             return super().complete(x, known, temperature, fast=False)
         x = x.clone()
         colors, height, width = self.data_shape

@@ -104,12 +104,14 @@ def stop_on_signals() -> Iterator[list[str]]:
             signal.signal(s, h)
 
 
-def mean_loss(model: GenerativeModel, loss_fn: Loss, x: torch.Tensor, batch_size: int, seed: int) -> dict[str, float]:
+def mean_loss(
+    model: GenerativeModel, loss_fn: Loss, x: torch.Tensor, labels: torch.Tensor | None, batch_size: int, seed: int
+) -> dict[str, float]:
     """The final objective (no warm-up) averaged over ``x``, with a fixed RNG."""
     sums: dict[str, torch.Tensor] = {}
     with evaluating(model, seed):
-        for batch in Batches(x, batch_size):
-            for name, value in loss_fn(model, batch, None).items():
+        for batch, y in Batches(x, batch_size, labels=labels):
+            for name, value in loss_fn(model, batch, None, y).items():
                 sums[name] = sums.get(name, 0) + value.double() * len(batch)
     return {name: float(total) / len(x) for name, total in sums.items()}
 
@@ -145,9 +147,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     optimizer = build_optimizer(cfg.optim, model.parameters())
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     images, dynamic = data.train_source()
+    # labels travel with the images only to class-conditional models
+    labels = {s: t.to(device) for s, t in data.labels.items()} if model.conditional else dict.fromkeys(data.labels)
+    if model.conditional:
+        classes = int(data.labels["train"].max()) + 1
+        if classes > model.num_classes:
+            raise GenctlError(f"the dataset has {classes} classes but model.num_classes={model.num_classes}")
     batches = Batches(
         images.to(device), opts.batch_size, shuffle=True, dynamic_binarize=dynamic,
-        generator=torch.Generator(device).manual_seed(opts.seed),
+        generator=torch.Generator(device).manual_seed(opts.seed), labels=labels["train"],
     )
     val_x = data.fixed("val").to(device)
     progress = Progress()
@@ -202,14 +210,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             window, window_images, window_clock = 0, 0, time.monotonic()
             epoch_sums: dict[str, float] = {}
             epoch_batches = 0
-            for x in bar:
+            for x, y in bar:
                 progress_frac = progress.step / total_steps
                 if budget:
                     progress_frac = max(progress_frac, (elapsed_before + time.monotonic() - clock) / budget)
                 factor = lr_factor(str(cfg.optim.schedule), int(cfg.optim.warmup_steps), progress.step, progress_frac)
                 for group, lr in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = lr * factor
-                out = loss_fn(model, x, progress.step)
+                out = loss_fn(model, x, progress.step, y)
                 optimizer.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 if opts.grad_clip > 0:
@@ -261,7 +269,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             finishing = stop_reason != "completed" or progress.epoch >= opts.epochs
             if finishing or (epoch_done and progress.epoch % opts.val_every == 0):
                 if len(val_x):
-                    val = mean_loss(model, loss_fn, val_x, opts.eval_batch_size, opts.seed)
+                    val = mean_loss(model, loss_fn, val_x, labels["val"], opts.eval_batch_size, opts.seed)
                     for name, value in val.items():
                         writer.add_scalar(f"val/{name}", value, progress.step)
                     criterion = val["loss"]
@@ -305,7 +313,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     results["images"] = save_final_images(model, val_x, opts, run_dir)
     if opts.test_at_end:
         e = cfg.eval
-        test_means = evaluate(model, data.fixed("test").to(device), int(e.batch_size), int(e.k), int(e.chunk), int(e.seed), progress=True)
+        test_means = evaluate(
+            model, data.fixed("test").to(device), int(e.batch_size), int(e.k), int(e.chunk), int(e.seed),
+            progress=True, labels=labels["test"],
+        )
         results["test"] = label(test_means, data.shape, data.binary, int(e.k))
         results["test_split"] = f"{data.name} test ({len(data.test)} images), checkpoint best.pt"
         for name, value in test_means.items():
