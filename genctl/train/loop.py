@@ -116,215 +116,251 @@ def mean_loss(
     return {name: float(total) / len(x) for name, total in sums.items()}
 
 
-def log_images(writer: Any, model: GenerativeModel, val_x: torch.Tensor, opts: TrainerOptions, step: int) -> None:
+def image_grids(model: GenerativeModel, val_x: torch.Tensor, opts: TrainerOptions) -> dict[str, torch.Tensor]:
+    """What a person looks at: samples (where the model has a prior) and reconstructions of
+    validation images, originals above (where it has latents)."""
+    grids = {}
     with evaluating(model, opts.seed):
         if model.can_sample:
-            writer.add_image("samples", make_grid(model.sample(opts.num_samples)), step)
+            grids["samples"] = model.sample(opts.num_samples)
         if model.has_latents and len(val_x):
             x = val_x[:32]
-            writer.add_image("reconstructions", make_grid(torch.cat([x, model.reconstruct(x)])), step)
+            grids["reconstructions"] = torch.cat([x, model.reconstruct(x)])
+    return grids
 
 
-def save_final_images(model: GenerativeModel, val_x: torch.Tensor, opts: TrainerOptions, run_dir: Path) -> list[str]:
-    written = []
-    with evaluating(model, opts.seed):
-        if model.can_sample:
-            written.append(str(save_grid(model.sample(opts.num_samples), run_dir / "samples.png")))
-        if model.has_latents and len(val_x):
-            x = val_x[:32]
-            written.append(str(save_grid(torch.cat([x, model.reconstruct(x)]), run_dir / "reconstructions.png")))
-    return written
+class Trainer:
+    """One training run: everything is built from the config in ``__init__``; :meth:`fit` runs it."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        self.opts = opts = build("trainer", TrainerOptions, cfg.trainer)
+        self.device = resolve_device(opts.device)
+        seed_everything(opts.seed)
+        self.data = data = load_dataset(cfg.dataset)
+        self.model = build_model(cfg.model, data.shape, data.binary).to(self.device)
+        self.loss_fn = build_loss(cfg.loss, self.model, str(cfg.model.name))
+        self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        # labels travel with the images only to class-conditional models
+        if self.model.conditional:
+            self.labels = {s: t.to(self.device) for s, t in data.labels.items()}
+            classes = int(data.labels["train"].max()) + 1
+            if classes > self.model.num_classes:
+                raise GenctlError(f"the dataset has {classes} classes but model.num_classes={self.model.num_classes}")
+        else:
+            self.labels = dict.fromkeys(data.labels)
+        images, dynamic = data.train_source()
+        self.batches = Batches(
+            images.to(self.device), opts.batch_size, shuffle=True, dynamic_binarize=dynamic,
+            generator=torch.Generator(self.device).manual_seed(opts.seed), labels=self.labels["train"],
+        )
+        self.val_x = data.fixed("val").to(self.device)
+        self.progress = Progress()
+        self.config = OmegaConf.to_container(cfg, resolve=True)
+        if cfg.resume:
+            self.resume(resolve_checkpoint(cfg.resume, prefer="last.pt"))
+        self.budget = opts.max_time * 60 if opts.max_time else None
+        self.images_per_s = float("nan")
+
+    def resume(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        load_weights(self.model, state, path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state_dict(state["data"])
+        restore_rng_state(state["rng"], self.batches.generator)
+        self.progress = Progress(**state["progress"])
+        log.info("resumed from %s at epoch %d, step %d", path, self.progress.epoch, self.progress.step)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to rebuild the model and continue exactly where training stands."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "data": self.batches.state_dict(),
+            "rng": rng_state(self.batches.generator),
+            "progress": asdict(self.progress),
+            "config": self.config,
+            "data_shape": list(self.data.shape),
+            "binary": self.data.binary,
+        }
+
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.monotonic() - self._clock
+
+    def set_lr(self) -> None:
+        done = self.progress.step / (self.opts.epochs * len(self.batches))
+        if self.budget:
+            done = max(done, self.elapsed() / self.budget)
+        factor = lr_factor(str(self.cfg.optim.schedule), int(self.cfg.optim.warmup_steps), self.progress.step, done)
+        for group, lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = lr * factor
+
+    def stop_reason(self, signals: list[str]) -> str | None:
+        if signals:
+            return "interrupted"
+        if self.opts.max_steps is not None and self.progress.step >= self.opts.max_steps:
+            return "max_steps"
+        if self.budget is not None and self.progress.elapsed >= self.budget:
+            return "max_time"
+        return None
+
+    def run_epoch(self, signals: list[str]) -> tuple[str | None, dict[str, float]]:
+        """Train until the epoch ends or a stop condition holds; (stop reason, mean train losses).
+
+        Losses are summed on the device and read once per ``log_every`` steps (one sync), and
+        at the epoch's end or a stop, so no step goes unlogged.
+        """
+        opts, progress, batches = self.opts, self.progress, self.batches
+        bar = tqdm(
+            batches, total=len(batches), initial=batches.position // opts.batch_size,
+            desc=f"epoch {progress.epoch + 1}/{opts.epochs}", dynamic_ncols=True, leave=False,
+        )
+        sums: dict[str, torch.Tensor] = {}
+        window, window_images, window_clock = 0, 0, time.monotonic()
+        epoch_sums: dict[str, float] = {}
+        epoch_steps = 0
+        stop = None
+        for x, y in bar:
+            self.set_lr()
+            out = self.loss_fn(self.model, x, progress.step, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if opts.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
+            self.optimizer.step()
+            progress.step += 1
+            for name, value in out.items():
+                sums[name] = sums.get(name, 0) + value.detach()
+            window += 1
+            window_images += len(x)
+            progress.elapsed = self.elapsed()
+            stop = self.stop_reason(signals)
+            if window == opts.log_every or batches.position >= len(batches.images) or stop:
+                means = {name: float(total) / window for name, total in sums.items()}
+                if not all(math.isfinite(v) for v in means.values()):
+                    raise GenctlError(
+                        f"non-finite loss between steps {progress.step - window + 1} and {progress.step} "
+                        f"({', '.join(f'{k}={v}' for k, v in means.items())}); the last good checkpoint is "
+                        f"{self.run_dir / 'last.pt'}: lower optim.lr or set trainer.grad_clip"
+                    )
+                now = time.monotonic()
+                self.images_per_s = window_images / max(now - window_clock, 1e-9)
+                for name, value in means.items():
+                    self.writer.add_scalar(f"train/{name}", value, progress.step)
+                    epoch_sums[name] = epoch_sums.get(name, 0.0) + value * window
+                self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], progress.step)
+                self.writer.add_scalar("train/images_per_s", self.images_per_s, progress.step)
+                bar.set_postfix(loss=f"{means['loss']:.3f}", refresh=False)
+                epoch_steps += window
+                sums, window, window_images, window_clock = {}, 0, 0, now
+            if stop:
+                break
+        bar.close()
+        return stop, {k: v / max(epoch_steps, 1) for k, v in epoch_sums.items()}
+
+    def validate(self, train_means: dict[str, float]) -> None:
+        """Validation loss (the train loss where there is no validation split) picks best.pt."""
+        progress = self.progress
+        if len(self.val_x):
+            val = mean_loss(self.model, self.loss_fn, self.val_x, self.labels["val"], self.opts.eval_batch_size, self.opts.seed)
+            for name, value in val.items():
+                self.writer.add_scalar(f"val/{name}", value, progress.step)
+            criterion = val["loss"]
+        else:
+            val, criterion = {}, train_means.get("loss", math.inf)
+        improved = criterion < progress.best_val
+        if improved:
+            progress.best_val, progress.best_epoch = criterion, progress.epoch
+            save_checkpoint(self.run_dir / "best.pt", self.snapshot())
+        log.info(
+            "epoch %d/%d step %d  train loss %.4f  val loss %s%s  %.0f img/s  %.0fs",
+            progress.epoch, self.opts.epochs, progress.step, train_means.get("loss", math.nan),
+            f"{val['loss']:.4f}" if val else "n/a", "  (best)" if improved else "",
+            self.images_per_s, progress.elapsed,
+        )
+
+    def fit(self) -> dict[str, Any]:
+        """Train, then test best.pt; write checkpoints, logs, samples and metrics.json."""
+        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when training
+
+        opts, progress = self.opts, self.progress
+        self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=progress.step or None)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        data = self.data
+        log.info(
+            "model %s (%s parameters) on %s: %d train / %d val / %d test images %s, binarize=%s",
+            self.cfg.model.name, f"{self.n_params:,}", self.device, len(data.train), len(data.val), len(data.test),
+            "x".join(map(str, data.shape)), data.binarize,
+        )
+        self._clock, self._elapsed_before = time.monotonic(), progress.elapsed
+        stop, train_means = None, {}
+        with stop_on_signals() as signals:
+            while progress.epoch < opts.epochs and stop is None:
+                stop, train_means = self.run_epoch(signals)
+                epoch_done = self.batches.order is None
+                if epoch_done:
+                    progress.epoch += 1
+                if stop == "interrupted":
+                    save_checkpoint(self.run_dir / "last.pt", self.snapshot())
+                    raise Interrupted(
+                        f"stopped by {signals[0]} at step {progress.step}; resumable checkpoint "
+                        f"{self.run_dir / 'last.pt'}; continue with: genctl train resume={self.run_dir}"
+                    )
+                finishing = stop is not None or progress.epoch >= opts.epochs
+                if finishing or (epoch_done and progress.epoch % opts.val_every == 0):
+                    self.validate(train_means)
+                if finishing or (epoch_done and progress.epoch % opts.ckpt_every == 0):
+                    save_checkpoint(self.run_dir / "last.pt", self.snapshot())
+                if finishing or (epoch_done and progress.epoch % opts.sample_every == 0):
+                    for name, grid in image_grids(self.model, self.val_x, opts).items():
+                        self.writer.add_image(name, make_grid(grid), progress.step)
+        if stop:
+            log.info("stopped early (%s) after %d steps, %.0fs", stop, progress.step, progress.elapsed)
+        results = self.finish(stop or "completed", train_means)
+        self.writer.close()
+        return results
+
+    def finish(self, stop: str, train_means: dict[str, float]) -> dict[str, Any]:
+        opts, progress, data, run_dir = self.opts, self.progress, self.data, self.run_dir
+        results: dict[str, Any] = {
+            "model": str(self.cfg.model.name),
+            "dataset": data.name,
+            "binarize": data.binarize,
+            "params": self.n_params,
+            "epochs": progress.epoch,
+            "steps": progress.step,
+            "stopped": stop,
+            "wall_time_s": round(progress.elapsed, 1),
+            "train_images_per_s": round(progress.step * opts.batch_size / max(progress.elapsed, 1e-9), 1),
+            "peak_memory_mb": peak_memory_mb(self.device),
+            "best_epoch": progress.best_epoch,
+            "best_val_loss": progress.best_val,
+            "train_loss": train_means.get("loss"),
+        }
+        best = run_dir / "best.pt"
+        if best.is_file():
+            load_weights(self.model, load_checkpoint(best, map_location=self.device), best)
+        grids = image_grids(self.model, self.val_x, opts)
+        results["images"] = [str(save_grid(grid, run_dir / f"{name}.png")) for name, grid in grids.items()]
+        if opts.test_at_end:
+            e = self.cfg.eval
+            test_means = evaluate(
+                self.model, data.fixed("test").to(self.device), int(e.batch_size), int(e.k), int(e.chunk),
+                int(e.seed), progress=True, labels=self.labels["test"],
+            )
+            results["test"] = label(test_means, data.shape, data.binary, int(e.k))
+            results["test_split"] = f"{data.name} test ({len(data.test)} images), checkpoint best.pt"
+            for name, value in test_means.items():
+                self.writer.add_scalar(f"test/{name}", value, progress.step)
+            log.info("test (best.pt): %s", summarize(results["test"]))
+        (run_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+        return results
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.dataset``; write checkpoints, logs, samples and metrics.json."""
-    opts = build("trainer", TrainerOptions, cfg.trainer)
-    device = resolve_device(opts.device)
-    seed_everything(opts.seed)
-    data = load_dataset(cfg.dataset)
-    model = build_model(cfg.model, data.shape, data.binary).to(device)
-    loss_fn = build_loss(cfg.loss, model, str(cfg.model.name))
-    optimizer = build_optimizer(cfg.optim, model.parameters())
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    images, dynamic = data.train_source()
-    # labels travel with the images only to class-conditional models
-    labels = {s: t.to(device) for s, t in data.labels.items()} if model.conditional else dict.fromkeys(data.labels)
-    if model.conditional:
-        classes = int(data.labels["train"].max()) + 1
-        if classes > model.num_classes:
-            raise GenctlError(f"the dataset has {classes} classes but model.num_classes={model.num_classes}")
-    batches = Batches(
-        images.to(device), opts.batch_size, shuffle=True, dynamic_binarize=dynamic,
-        generator=torch.Generator(device).manual_seed(opts.seed), labels=labels["train"],
-    )
-    val_x = data.fixed("val").to(device)
-    progress = Progress()
-    config = OmegaConf.to_container(cfg, resolve=True)
-
-    if cfg.resume:
-        path = resolve_checkpoint(cfg.resume, prefer="last.pt")
-        state = load_checkpoint(path)
-        load_weights(model, state, path)
-        optimizer.load_state_dict(state["optimizer"])
-        batches.load_state_dict(state["data"])
-        restore_rng_state(state["rng"], batches.generator)
-        progress = Progress(**state["progress"])
-        log.info("resumed from %s at epoch %d, step %d", path, progress.epoch, progress.step)
-
-    def snapshot() -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "data": batches.state_dict(),
-            "rng": rng_state(batches.generator),
-            "progress": asdict(progress),
-            "config": config,
-            "data_shape": list(data.shape),
-            "binary": data.binary,
-        }
-
-    from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when training
-
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress.step or None)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info(
-        "model %s (%s parameters) on %s: %d train / %d val / %d test images %s, binarize=%s",
-        cfg.model.name, f"{n_params:,}", device, len(data.train), len(data.val), len(data.test),
-        "x".join(map(str, data.shape)), data.binarize,
-    )
-    total_steps = opts.epochs * len(batches)
-    budget = opts.max_time * 60 if opts.max_time else None
-    stop_reason = "completed"
-    images_per_s = float("nan")
-    train_means: dict[str, float] = {}
-    clock = time.monotonic()
-    elapsed_before = progress.elapsed
-
-    with stop_on_signals() as signals:
-        while progress.epoch < opts.epochs and stop_reason == "completed":
-            bar = tqdm(
-                batches, total=len(batches), initial=batches.position // opts.batch_size,
-                desc=f"epoch {progress.epoch + 1}/{opts.epochs}", dynamic_ncols=True, leave=False,
-            )
-            sums: dict[str, torch.Tensor] = {}
-            window, window_images, window_clock = 0, 0, time.monotonic()
-            epoch_sums: dict[str, float] = {}
-            epoch_batches = 0
-            for x, y in bar:
-                progress_frac = progress.step / total_steps
-                if budget:
-                    progress_frac = max(progress_frac, (elapsed_before + time.monotonic() - clock) / budget)
-                factor = lr_factor(str(cfg.optim.schedule), int(cfg.optim.warmup_steps), progress.step, progress_frac)
-                for group, lr in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = lr * factor
-                out = loss_fn(model, x, progress.step, y)
-                optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                if opts.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
-                optimizer.step()
-                progress.step += 1
-                for name, value in out.items():
-                    sums[name] = sums.get(name, 0) + value.detach()
-                window += 1
-                window_images += len(x)
-                if window == opts.log_every or batches.position >= len(batches.images):
-                    means = {name: float(total) / window for name, total in sums.items()}  # one sync per window
-                    if not all(math.isfinite(v) for v in means.values()):
-                        raise GenctlError(
-                            f"non-finite loss between steps {progress.step - window + 1} and {progress.step} "
-                            f"({', '.join(f'{k}={v}' for k, v in means.items())}); the last good checkpoint is "
-                            f"{run_dir / 'last.pt'}: lower optim.lr or set trainer.grad_clip"
-                        )
-                    now = time.monotonic()
-                    images_per_s = window_images / max(now - window_clock, 1e-9)
-                    for name, value in means.items():
-                        writer.add_scalar(f"train/{name}", value, progress.step)
-                        epoch_sums[name] = epoch_sums.get(name, 0.0) + value * window
-                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], progress.step)
-                    writer.add_scalar("train/images_per_s", images_per_s, progress.step)
-                    bar.set_postfix(loss=f"{means['loss']:.3f}", refresh=False)
-                    epoch_batches += window
-                    sums, window, window_images, window_clock = {}, 0, 0, now
-                progress.elapsed = elapsed_before + time.monotonic() - clock
-                if signals:
-                    stop_reason = "interrupted"
-                elif opts.max_steps is not None and progress.step >= opts.max_steps:
-                    stop_reason = "max_steps"
-                elif budget is not None and progress.elapsed >= budget:
-                    stop_reason = "max_time"
-                if stop_reason != "completed":
-                    break
-            bar.close()
-            epoch_done = batches.position >= len(batches.images) and batches.order is None
-            if epoch_done:
-                progress.epoch += 1
-            train_means = {k: v / max(epoch_batches, 1) for k, v in epoch_sums.items()}
-            if stop_reason == "interrupted":
-                save_checkpoint(run_dir / "last.pt", snapshot())
-                raise Interrupted(
-                    f"stopped by {signals[0]} at step {progress.step}; resumable checkpoint {run_dir / 'last.pt'}; "
-                    f"continue with: genctl train resume={run_dir}"
-                )
-            finishing = stop_reason != "completed" or progress.epoch >= opts.epochs
-            if finishing or (epoch_done and progress.epoch % opts.val_every == 0):
-                if len(val_x):
-                    val = mean_loss(model, loss_fn, val_x, labels["val"], opts.eval_batch_size, opts.seed)
-                    for name, value in val.items():
-                        writer.add_scalar(f"val/{name}", value, progress.step)
-                    criterion = val["loss"]
-                else:
-                    val, criterion = {}, train_means.get("loss", math.inf)
-                improved = criterion < progress.best_val
-                if improved:
-                    progress.best_val, progress.best_epoch = criterion, progress.epoch
-                    save_checkpoint(run_dir / "best.pt", snapshot())
-                log.info(
-                    "epoch %d/%d step %d  train loss %.4f  val loss %s%s  %.0f img/s  %.0fs",
-                    progress.epoch, opts.epochs, progress.step, train_means.get("loss", math.nan),
-                    f"{val['loss']:.4f}" if val else "n/a", "  (best)" if improved else "",
-                    images_per_s, progress.elapsed,
-                )
-            if finishing or (epoch_done and progress.epoch % opts.ckpt_every == 0):
-                save_checkpoint(run_dir / "last.pt", snapshot())
-            if finishing or (epoch_done and progress.epoch % opts.sample_every == 0):
-                log_images(writer, model, val_x, opts, progress.step)
-
-    if stop_reason != "completed":
-        log.info("stopped early (%s) after %d steps, %.0fs", stop_reason, progress.step, progress.elapsed)
-    results: dict[str, Any] = {
-        "model": str(cfg.model.name),
-        "dataset": data.name,
-        "binarize": data.binarize,
-        "params": n_params,
-        "epochs": progress.epoch,
-        "steps": progress.step,
-        "stopped": stop_reason,
-        "wall_time_s": round(progress.elapsed, 1),
-        "train_images_per_s": round(progress.step * opts.batch_size / max(progress.elapsed, 1e-9), 1),
-        "peak_memory_mb": peak_memory_mb(device),
-        "best_epoch": progress.best_epoch,
-        "best_val_loss": progress.best_val,
-        "train_loss": train_means.get("loss"),
-    }
-    best = run_dir / "best.pt"
-    if best.is_file():
-        load_weights(model, load_checkpoint(best, map_location=device), best)
-    results["images"] = save_final_images(model, val_x, opts, run_dir)
-    if opts.test_at_end:
-        e = cfg.eval
-        test_means = evaluate(
-            model, data.fixed("test").to(device), int(e.batch_size), int(e.k), int(e.chunk), int(e.seed),
-            progress=True, labels=labels["test"],
-        )
-        results["test"] = label(test_means, data.shape, data.binary, int(e.k))
-        results["test_split"] = f"{data.name} test ({len(data.test)} images), checkpoint best.pt"
-        for name, value in test_means.items():
-            writer.add_scalar(f"test/{name}", value, progress.step)
-        log.info("test (best.pt): %s", summarize(results["test"]))
-    writer.close()
-    (run_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    return results
+    return Trainer(cfg, run_dir).fit()
 
 
 def peak_memory_mb(device: torch.device) -> float:
