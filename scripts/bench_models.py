@@ -51,7 +51,9 @@ def sample_seconds(run: Path, n: int = 64) -> float:
 
 def bench(name: str, data: Path, budget: float, k: int, out: Path, extra: list[str]) -> dict:
     run = out / name
-    args = [f"model={name}", "dataset=mnist", f"dataset.root={data}", f"trainer.max_time={budget:g}", f"eval.k={k}", *extra]
+    # image grids only at the end: autoregressive sampling inside the loop would eat the budget
+    args = [f"model={name}", "dataset=mnist", f"dataset.root={data}", f"trainer.max_time={budget:g}", f"eval.k={k}",
+            "trainer.sample_every=1000000", *extra]
     subprocess.run([sys.executable, "-m", "genctl", "train", *args, f"hydra.run.dir={run}"], check=True, cwd=REPO)
     m = json.loads((run / "metrics.json").read_text())
     key = "nll_exact" if "nll_exact" in m["test"] else "nll_iwae"

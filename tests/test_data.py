@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -147,3 +148,13 @@ def test_batches_resume_mid_epoch_on_the_next_batch_with_labels_aligned():
     plain = next(iter(Batches(images, 100, shuffle=True, generator=torch.Generator().manual_seed(0), labels=labels)))
     assert torch.equal(plain[1], (plain[0].flatten() * 255).round().long() * 7)  # each label stays with its image
     assert next(iter(Batches(images, 4)))[1] is None
+
+
+def test_download_without_a_working_torchvision_says_how_to_fix_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
+    cfg = dataset_cfg(name="mnist", root=str(tmp_path), download=True)
+    with pytest.raises(GenctlError, match=r"dataset.download=true needs a working torchvision .*genctl\[download\]"):
+        load_dataset(cfg)
+    with pytest.raises(GenctlError, match="add dataset.download=true"):
+        load_dataset(dataset_cfg(name="mnist", root=str(tmp_path)))

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from genctl.data.cifar import read_cifar10
+from genctl.data.download import download
 from genctl.data.folder import read_image_folder
 from genctl.data.idx import read_mnist_layout
 from genctl.errors import GenctlError
@@ -97,7 +98,13 @@ def load_dataset(cfg: DictConfig) -> DataSplits:
         raise GenctlError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
     if cfg.binarize not in BINARIZE:
         raise GenctlError(f"dataset.binarize={cfg.binarize} is not one of: {', '.join(BINARIZE)}")
-    raw = DATASETS[name](cfg)
+    try:
+        raw = DATASETS[name](cfg)
+    except GenctlError:
+        if not cfg.get("download", False):
+            raise
+        download(name, _root(cfg))
+        raw = DATASETS[name](cfg)
     train, train_labels = raw["train"]
     val_idx, train_idx = _split_indices(len(train), int(cfg.val_size), int(cfg.split_seed), "val_size")
     return DataSplits(

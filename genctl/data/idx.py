@@ -61,7 +61,7 @@ def read_mnist_layout(root: Path, folder: str, dataset: str) -> dict[str, tuple[
             raise GenctlError(
                 f"dataset '{dataset}' not found: looked for {tried}; set dataset.root=DIR to the "
                 f"folder that holds {folder}/raw (e.g. dataset.root=../shared/data/mnist-9k1k), "
-                f"or use the embedded dataset=digits"
+                f"add dataset.download=true (needs torchvision), or use the embedded dataset=digits"
             )
         images, labels = read_idx(img), read_idx(lab)
         if images.ndim != 3 or labels.shape[0] != images.shape[0]:

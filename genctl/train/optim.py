@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from genctl.config import build
 from genctl.errors import GenctlError
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 
 
 def build_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
