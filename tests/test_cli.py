@@ -187,5 +187,7 @@ def test_class_conditional_gated_pixelcnn_trains_and_samples_by_label(cli, tmp_p
     assert json.loads((run / "metrics.json").read_text())["test"]["nll_exact"]["nats"] > 0
     code, _, err = cli("sample", f"ckpt={run}", "n=2", "nrow=2", "label=3")
     assert code == 0, err
+    code, _, err = cli("sample", f"ckpt={run}", "mode=complete", "n=2", "nrow=2")  # with each test image's label
+    assert code == 0, err
     code, _, err = cli("train", *tiny[:-5], "model.num_classes=5", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'x'}")
     assert "the dataset has 10 classes but model.num_classes=5" in one_line_error(code, err)

@@ -118,3 +118,21 @@ def test_config_builds_and_scores_binarized_digits():
     x = torch.bernoulli(torch.full((2, 1, 28, 28), 0.3))
     assert model.logits(x).shape == (2, 1, 28, 28)
     assert model.log_prob(x).shape == (2,)
+
+
+def test_completion_and_sampling_pass_the_labels_to_every_step(monkeypatch):
+    model = make((1, 4, 4), True, num_classes=3).eval()
+    seen = []
+    logits = model.logits
+
+    def spy(x, y=None):
+        seen.append(None if y is None else y.tolist())
+        return logits(x, y)
+
+    monkeypatch.setattr(model, "logits", spy)
+    with torch.no_grad():
+        model.complete(torch.zeros(2, 1, 4, 4), 8, y=torch.tensor([2, 1]))
+        assert seen == [[2, 1]] * 8
+        seen.clear()
+        model.sample(4)  # no labels given: the classes in turn
+        assert seen == [[0, 1, 2, 0]] * 16

@@ -48,15 +48,18 @@ def main(cfg: DictConfig) -> None:
             y = None if cfg.label is None else torch.full((int(cfg.n),), int(cfg.label), device=model.device)
             images = model.sample(int(cfg.n), float(cfg.temperature), fast=bool(cfg.fast), y=y)
         else:
-            test = load_dataset(train_cfg.dataset).fixed("test").to(model.device)
+            data = load_dataset(train_cfg.dataset)
+            test = data.fixed("test").to(model.device)
             if cfg.mode == "reconstruct":
                 x = test[: cfg.n]
                 images = interleave_rows(x, model.reconstruct(x), int(cfg.nrow))
             elif cfg.mode == "complete":  # keep the upper half of each test image, sample the rest
                 x = test[: cfg.n]
+                y = data.labels["test"][: cfg.n].to(model.device) if model.conditional else None
                 c, h, w = model.data_shape
                 known = (h // 2) * w * c
-                images = interleave_rows(x, model.complete(x, known, float(cfg.temperature), bool(cfg.fast)), int(cfg.nrow))
+                completed = model.complete(x, known, float(cfg.temperature), bool(cfg.fast), y)
+                images = interleave_rows(x, completed, int(cfg.nrow))
             else:
                 pairs = max(1, int(cfg.n) // int(cfg.nrow))
                 if 2 * pairs > len(test):

@@ -8,12 +8,12 @@ value; 8-bit data a 256-way softmax per value.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 import functools
 from contextlib import contextmanager
 from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
 
 from genctl.models.base import GenerativeModel
 
