@@ -191,3 +191,19 @@ def test_class_conditional_gated_pixelcnn_trains_and_samples_by_label(cli, tmp_p
     assert code == 0, err
     code, _, err = cli("train", *tiny[:-5], "model.num_classes=5", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'x'}")
     assert "the dataset has 10 classes but model.num_classes=5" in one_line_error(code, err)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "experiment").glob("mnist_*.yaml") if p.stem != "mnist_budget"))
+def test_benchmark_experiments_compose_into_a_buildable_model_and_loss(name):
+    from hydra import compose, initialize_config_dir
+
+    from genctl.config import config_dir
+    from genctl.losses import build_loss
+    from genctl.models import build_model
+
+    with initialize_config_dir(str(config_dir()), version_base=None):
+        cfg = compose("train", overrides=[f"experiment={name}"])
+    assert cfg.model.name == name.removeprefix("mnist_") and cfg.dataset.name == "mnist"
+    assert cfg.trainer.max_time == 15 and cfg.eval.k == 500  # the shared protocol, not train.yaml's k=100
+    model = build_model(cfg.model, (1, 28, 28), binary=True)
+    build_loss(cfg.loss, model, cfg.model.name)  # each model's own loss was chosen

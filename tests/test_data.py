@@ -140,6 +140,8 @@ def test_batches_resume_mid_epoch_on_the_next_batch_with_labels_aligned():
     part = batches(3)
     it = iter(part)
     seen = [next(it) for _ in range(3)]
+    # the progress bar starts at `position`: mid-epoch where a run stopped, 0 after a whole epoch
+    assert part.position == 48 and full.position == 0
     resumed = batches(99)
     resumed.load_state_dict(part.state_dict())
     seen += list(resumed) + list(resumed)

@@ -46,7 +46,6 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         n = len(self.images)
         if self.order is None:
-            self.position = 0
             if self.shuffle:
                 self.order = torch.randperm(n, generator=self.generator, device=self.images.device)
             else:
@@ -60,7 +59,7 @@ class Batches:
             if self.dynamic_binarize:
                 x = torch.bernoulli(x, generator=self.generator)
             yield x, None if self.labels is None else self.labels[index]
-        self.order = None
+        self.order, self.position = None, 0
 
     def state_dict(self) -> dict:
         return {
