@@ -133,7 +133,7 @@ def test_model_options_are_checked_by_name_and_type(digits):
 def test_elbo_loss_scaling_and_kl_warmup(digits):
     torch.manual_seed(0)
     model = build_model(vae_cfg(), digits.shape, True)
-    loss = build("loss 'elbo'", ELBO, {"beta": 2.0, "warmup_steps": 100})
+    loss = build("loss 'elbo'", ELBO, {"beta": 2.0, "warmup_steps": 100, "balance": False})
     assert [loss.kl_weight(s) for s in (0, 50, 100, 1000, None)] == [0.0, 1.0, 2.0, 2.0, 2.0]
     x = digits.fixed("test")[:64]
     torch.manual_seed(1)
@@ -151,5 +151,19 @@ def test_loss_must_fit_the_model(digits):
     ae_cfg = OmegaConf.create({"name": "ae", "arch": "mlp", "latent_dim": 4, "hidden": [8], "channels": [4],
                                "activation": "relu"})
     ae = build_model(ae_cfg, digits.shape, True)
-    with pytest.raises(GenctlError, match="loss 'elbo' needs one of the models vae; model 'ae' trains with: mse"):
-        build_loss(OmegaConf.create({"name": "elbo", "beta": 1.0, "warmup_steps": 0}), ae, "ae")
+    with pytest.raises(GenctlError, match="loss 'elbo' needs one of the models hvae, vae; model 'ae' trains with: mse"):
+        build_loss(OmegaConf.create({"name": "elbo", "beta": 1.0, "warmup_steps": 0, "balance": False}), ae, "ae")
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_iwae_loss_is_the_exact_nll_with_the_exact_posterior_and_tightens_otherwise(k):
+    from genctl.losses.iwae import IWAE
+
+    exact = ProbabilisticPCA(exact_posterior=True)
+    x = exact.draw(300)
+    out = IWAE(k)(exact, x, step=None)
+    torch.testing.assert_close(out["loss"], -exact.exact_log_prob(x).mean(), rtol=0, atol=1e-9)
+    wrong = ProbabilisticPCA(exact_posterior=False)
+    torch.manual_seed(0)
+    loose, tight = IWAE(1)(wrong, x, None)["loss"], IWAE(50)(wrong, x, None)["loss"]
+    assert -wrong.exact_log_prob(x).mean() < tight < loose - 0.05

@@ -40,10 +40,11 @@ class LatentVariableModel(GenerativeModel):
         raise NotImplementedError
 
     def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p(x|z) for one reparametrized z ~ q(z|x), KL(q(z|x) || p(z))), both [B] nats."""
+        """(log p(x|z) for one reparametrized z ~ q(z|x) [B], KL(q(z|x) || p(z)) per latent group
+        [B, groups]) in nats; one group here, several in hierarchical models."""
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.likelihood.log_prob(x, self.decode(z)), kl_to_standard_normal(mu, logvar)
+        return self.likelihood.log_prob(x, self.decode(z)), kl_to_standard_normal(mu, logvar).unsqueeze(1)
 
     def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """[k, B] of log p(x, z_i) - log q(z_i | x) for z_i ~ q(z|x)."""
@@ -54,8 +55,17 @@ class LatentVariableModel(GenerativeModel):
         log_pz = -0.5 * (LOG_2PI + z**2).sum(-1)
         return log_px_z + log_pz - gaussian_log_prob(z, mu, logvar)
 
+    def group_sizes(self) -> torch.Tensor:
+        """Latent units of each group (what KL balancing weighs by)."""
+        return torch.tensor([float(self.latent_dim)])
+
+    def penalty(self) -> torch.Tensor | float:
+        """A regularizer the training losses add (none by default)."""
+        return 0.0
+
     def metrics(self, x: torch.Tensor, k: int, chunk: int, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         log_px_z, kl = self.elbo_terms(x)
+        kl = kl.sum(1)
         return {
             "nll_elbo": kl - log_px_z,
             "nll_iwae": -iwae_log_likelihood(self.log_weights, x, k, chunk),

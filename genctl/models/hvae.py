@@ -1,0 +1,214 @@
+"""Deep hierarchical VAE in the spirit of NVAE (Vahdat & Kautz, "NVAE: A Deep Hierarchical
+Variational Autoencoder", NeurIPS 2020), sized to train on a CPU.
+
+    p(x, z) = p(x | z) prod_l p(z_l | z_<l),    q(z | x) = prod_l q(z_l | x, z_<l)
+
+Latent groups z_1 (top) .. z_L are feature maps at ``scales`` resolutions below the input's
+(``groups_per_scale`` at each, coarsest first). A bottom-up encoder computes one feature map per
+group; a top-down path, shared by the prior and the posterior, starts from a learned constant and
+for each group (1) reads the prior p(z_l | z_<l) off its state (the top group's is N(0, I)),
+(2) reads the posterior from its state and the group's encoder features, (3) merges a sample of
+z_l back into its state, then runs residual cells (:mod:`genctl.models.cells`). So the ELBO's
+KL is a sum of per-group KLs, each analytic given the samples above it.
+
+Switches for ablation: ``residual_posterior`` (NVAE eq. 2: q as a shift and rescaling of the prior,
+mu_q = mu_p + d_mu, sigma_q = sigma_p * d_sigma, instead of its own parameters), ``separable``
+generative cells, ``batchnorm``, ``se``, ``spectral`` (the spectral-regularization weight). KL
+warm-up and balancing across groups are options of ``loss=elbo``. Binarized data get a Bernoulli
+decoder, 8-bit data a discretized logistic mixture (``mixtures`` components).
+
+With one group (``scales: 1``, ``groups_per_scale: 1``) this is a plain conv VAE: :meth:`encode` and
+:meth:`decode` give its posterior and decoder, and the hierarchical ELBO equals the plain one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from genctl.models.base import MODELS
+from genctl.models.cells import Cell, add_spectral_state, spectral_penalty
+from genctl.models.latent import LOG_2PI, LatentVariableModel
+from genctl.models.likelihoods import Bernoulli, DiscretizedLogisticMixture
+
+Gaussian = tuple[torch.Tensor, torch.Tensor]  # (mean, log-variance), each [B, C, H, W]
+
+
+def gaussian_kl(q: Gaussian, p: Gaussian) -> torch.Tensor:
+    """KL(q || p) of diagonal Gaussians in nats, summed per image: [B]."""
+    (mq, lq), (mp, lp) = q, p
+    return 0.5 * (lp - lq + (lq.exp() + (mq - mp) ** 2) * torch.exp(-lp) - 1).flatten(1).sum(1)
+
+
+def gaussian_log_density(z: torch.Tensor, d: Gaussian) -> torch.Tensor:
+    mean, logvar = d
+    return -0.5 * (LOG_2PI + logvar + (z - mean) ** 2 * torch.exp(-logvar)).flatten(1).sum(1)
+
+
+@MODELS.register("hvae")
+class HVAE(LatentVariableModel):
+    def __init__(
+        self,
+        data_shape: tuple[int, int, int],
+        binary: bool,
+        channels: int,
+        scales: int,
+        groups_per_scale: int,
+        latent_channels: int,
+        cells: int,
+        separable: bool,
+        batchnorm: bool,
+        se: bool,
+        residual_posterior: bool,
+        spectral: float,
+        mixtures: int,
+    ) -> None:
+        super().__init__(data_shape, binary)
+        colors, height, width = self.data_shape
+        if scales < 1 or groups_per_scale < 1 or cells < 0 or channels < 1 or latent_channels < 1 or spectral < 0:
+            raise ValueError("scales, groups_per_scale, channels, latent_channels must be >= 1; cells, spectral >= 0")
+        if height % 2**scales or width % 2**scales:
+            raise ValueError(f"{scales} scales halve H and W {scales} times: {height}x{width} is not divisible by {2**scales}")
+        self.likelihood = Bernoulli() if binary else DiscretizedLogisticMixture(mixtures)
+        self.residual_posterior = residual_posterior
+        self.spectral = spectral
+        groups = scales * groups_per_scale
+        # scale of each group, top-down: 0 is the coarsest (H / 2**scales)
+        self.group_scale = [g // groups_per_scale for g in range(groups)]
+        top = (height // 2**scales, width // 2**scales)
+        self.group_shapes = [
+            (latent_channels, top[0] * 2 ** s, top[1] * 2 ** s) for s in self.group_scale
+        ]
+        self.latent_dim = sum(math.prod(shape) for shape in self.group_shapes)
+
+        def stack(separable_cells: bool) -> nn.Sequential:
+            return nn.Sequential(*(Cell(channels, separable_cells, batchnorm, se) for _ in range(cells)))
+
+        # bottom-up: a stem, then per scale a stride-2 convolution and one stack of cells per group
+        self.stem = nn.Conv2d(colors, channels, 3, padding=1)
+        self.down = nn.ModuleList(nn.Conv2d(channels, channels, 4, 2, 1) for _ in range(scales))
+        self.encoder_cells = nn.ModuleList(stack(False) for _ in range(groups))
+        # top-down
+        self.start = nn.Parameter(torch.zeros(1, channels, *top))
+        self.priors = nn.ModuleList(
+            nn.Sequential(nn.ELU(), nn.Conv2d(channels, 2 * latent_channels, 3, padding=1)) for _ in range(groups - 1)
+        )
+        self.posteriors = nn.ModuleList(
+            nn.Sequential(nn.ELU(), nn.Conv2d(2 * channels, 2 * latent_channels, 3, padding=1)) for _ in range(groups)
+        )
+        self.merge = nn.ModuleList(nn.Conv2d(channels + latent_channels, channels, 1) for _ in range(groups))
+        self.decoder_cells = nn.ModuleList(stack(separable) for _ in range(groups))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(channels, channels, 4, 2, 1) for _ in range(scales))  # up[s]: scale s -> s + 1
+        self.output = nn.Sequential(
+            stack(separable), nn.ELU(), nn.Conv2d(channels, self.likelihood.channels(colors), 3, padding=1)
+        )
+        add_spectral_state(self, torch.Generator().manual_seed(0))
+
+    @property
+    def groups(self) -> int:
+        return len(self.group_shapes)
+
+    def bottom_up(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature map for every group, in top-down order."""
+        h = self.stem(2 * x - 1)
+        features = []
+        for scale in reversed(range(len(self.down))):  # finest scale first
+            h = self.down[len(self.down) - 1 - scale](h)
+            for g in reversed([g for g in range(self.groups) if self.group_scale[g] == scale]):
+                h = self.encoder_cells[g](h)
+                features.append(h)
+        return features[::-1]
+
+    def prior(self, g: int, h: torch.Tensor) -> Gaussian:
+        if g == 0:
+            zeros = h.new_zeros(len(h), *self.group_shapes[0])
+            return zeros, zeros
+        mean, logvar = self.priors[g - 1](h).chunk(2, 1)
+        return mean, logvar
+
+    def posterior(self, g: int, h: torch.Tensor, feature: torch.Tensor, prior: Gaussian) -> Gaussian:
+        mean, logvar = self.posteriors[g](torch.cat([h, feature], 1)).chunk(2, 1)
+        if self.residual_posterior:
+            return prior[0] + mean, prior[1] + logvar
+        return mean, logvar
+
+    def top_down(
+        self,
+        n: int,
+        features: list[torch.Tensor] | None = None,
+        latents: list[torch.Tensor | None] | None = None,
+        temperature: float = 1.0,
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, Gaussian, Gaussian | None]]]:
+        """Decoder output for ``n`` images, and per group (z, prior, posterior or None).
+
+        Each group's z is ``latents[g]`` where given, else a draw from the posterior when encoder
+        ``features`` are given, else from the prior; ``temperature`` scales the draws' standard
+        deviation (0: the means, deterministic).
+        """
+        h = self.start.expand(n, -1, -1, -1)
+        record = []
+        for g in range(self.groups):
+            if g and self.group_scale[g] != self.group_scale[g - 1]:
+                h = self.up[self.group_scale[g] - 1](h)
+            p = self.prior(g, h)
+            q = None if features is None else self.posterior(g, h, features[g], p)
+            z = None if latents is None else latents[g]
+            if z is None:
+                mean, logvar = p if q is None else q
+                z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) * temperature
+            record.append((z, p, q))
+            h = self.decoder_cells[g](self.merge[g](torch.cat([h, z], 1)))
+        h = self.up[-1](h)  # the finest latent scale is half the input's
+        return self.output(h), record
+
+    def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, record = self.top_down(len(x), self.bottom_up(x))
+        kl = torch.stack([gaussian_kl(q, p) for _, p, q in record], dim=1)
+        return self.likelihood.log_prob(x, out), kl
+
+    def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        xs = x.repeat(k, 1, 1, 1)  # sample-major: row i * B + b is image b's i-th sample
+        out, record = self.top_down(len(xs), self.bottom_up(xs))
+        log_w = self.likelihood.log_prob(xs, out)
+        for z, p, q in record:
+            log_w = log_w + gaussian_log_density(z, p) - gaussian_log_density(z, q)
+        return log_w.view(k, len(x))
+
+    def group_sizes(self) -> torch.Tensor:
+        return torch.tensor([float(math.prod(shape)) for shape in self.group_shapes])
+
+    def penalty(self) -> torch.Tensor:
+        return self.spectral * spectral_penalty(self) if self.spectral else super().penalty()
+
+    def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of p(x | z) with every group drawn from its prior at ``temperature`` (NVAE's
+        reduced-temperature sampling; 0 gives the prior means, a deterministic image)."""
+        return self.likelihood.mean(self.top_down(n, temperature=temperature)[0])
+
+    def split_latents(self, z: torch.Tensor) -> list[torch.Tensor]:
+        sizes = [math.prod(shape) for shape in self.group_shapes]
+        return [part.reshape(len(z), *shape) for part, shape in zip(z.split(sizes, 1), self.group_shapes)]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top group's posterior, flattened: the whole posterior when there is one group."""
+        h = self.start.expand(len(x), -1, -1, -1)
+        mean, logvar = self.posterior(0, h, self.bottom_up(x)[0], self.prior(0, h))
+        return mean.flatten(1), logvar.flatten(1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder output from the top group's ``z`` (flattened), lower groups at their prior means."""
+        top = z.view(len(z), *self.group_shapes[0])
+        return self.top_down(len(z), latents=[top] + [None] * (self.groups - 1), temperature=0.0)[0]
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """Every group's posterior mean (each given the means above it), flattened into one vector."""
+        _, record = self.top_down(len(x), self.bottom_up(x), temperature=0.0)
+        return torch.cat([z.flatten(1) for z, _, _ in record], 1)
+
+    def render(self, z: torch.Tensor) -> torch.Tensor:
+        return self.likelihood.mean(self.top_down(len(z), latents=self.split_latents(z))[0])
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.render(self.code(x))
