@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -27,21 +28,21 @@ def one_line_error(code: int, err: str) -> str:
 def test_help_lists_subcommands_and_group_choices(cli):
     code, out, _ = cli("--help")
     assert code == 0
-    for word in ("train", "eval", "sample", "ae, fvsbn", "adam, rmsprop", "ar_nll, elbo, mse", "digits", "cifar10"):
+    for word in ("train", "eval", "sample", "ae, fvsbn", "adam, rmsprop", "ar_nll, elbo, elbo_balanced, iwae, mse", "digits", "cifar10"):
         assert word in out
 
 
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["train", "model=vaee"], "unknown model 'vaee'; choose one of: ae, fvsbn, gated_pixelcnn, made, nade"),
+        (["train", "model=vaee"], "unknown model 'vaee'; choose one of: ae, fvsbn, gated_pixelcnn, hvae, made, nade"),
         (["train", "optim=sgdd"], "unknown optim 'sgdd'; choose one of: adam, rmsprop"),
         (["train", "model.latnt_dim=3"], "latnt_dim"),
         (["train", "model.latent_dim=abc"], "latent_dim='abc' is not valid (expected int)"),
         (["train", "trainer.epochs=0"], "epochs must be >= 1"),
         (["train", "trainer.device=tpu"], "device=tpu is not one of"),
         (["train", "dataset=mnist", "dataset.root=/nonexistent"], "/nonexistent/MNIST/raw/train-images-idx3-ubyte"),
-        (["train", "model=ae", "loss=elbo"], "loss 'elbo' needs one of the models vae"),
+        (["train", "model=ae", "loss=elbo"], "loss 'elbo' needs one of the models hvae, vae"),
         (["train", "model=vae,ae"], "--multirun"),
         (["eval"], "ckpt"),
         (["eval", "ckpt=/nonexistent.pt"], "/nonexistent.pt does not exist"),
@@ -95,6 +96,25 @@ def test_train_eval_sample_round_trip(cli, tmp_path):
         assert (width, height) == (size[0] * 30 + 2, size[1] * 30 + 2)
         assert torch.load(png.with_suffix(".pt")).shape[1:] == (1, 28, 28)
 
+    # a checkpoint is data: a planted _target_ is refused, never imported or called
+    state = load_checkpoint(run / "best.pt")
+    for model_cfg in ({**state["config"]["model"], "_target_": "tests.test_cli.planted"},
+                      {"_target_": "tests.test_cli.planted", "name": "vae"},
+                      {"_target_": "tests.test_cli.planted"}):
+        torch.save({**state, "config": {**state["config"], "model": model_cfg}}, tmp_path / "planted.pt")
+        for args in (["eval", f"ckpt={tmp_path / 'planted.pt'}"], ["sample", f"ckpt={tmp_path / 'planted.pt'}"]):
+            code, _, err = cli(*args)
+            line = one_line_error(code, err)
+            assert "_target_" in line or "name" in line, line
+    assert PLANTED_CALLS == []
+
+
+PLANTED_CALLS: list[tuple] = []
+
+
+def planted(*args, **kwargs):  # what hydra.utils.instantiate would call for the planted _target_
+    PLANTED_CALLS.append((args, kwargs))
+
 
 def test_autoencoder_trains_with_mse_and_has_no_prior(cli, tmp_path):
     run = tmp_path / "ae"
@@ -123,6 +143,24 @@ def test_multirun_sweep_writes_every_run_and_a_summary(cli, tmp_path):
     )
     assert all(float(r["test_nll_iwae"]) > 0 for r in rows)
     assert (sweep / "summary.md").read_text().startswith("| run |")
+
+    # genctl compare reads the sweep folder as it is
+    code, out, err = cli("compare", str(sweep))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == ("| run | model | dataset | params | epochs | wall_time_s | test_nll_nats | bits_per_dim | "
+                        "estimator | samples_per_s |")
+    assert sorted(line.split("|")[1].strip() for line in lines[2:6]) == ["0", "1", "2", "3"]
+    table = list(csv.DictReader(open(sweep / "compare.csv")))
+    assert {r["estimator"] for r in table} == {"IWAE bound, k=4"} and all(float(r["samples_per_s"]) > 0 for r in table)
+    assert sorted(float(r["test_nll_nats"]) for r in table) == sorted(float(r["test_nll_iwae"]) for r in rows)
+    with Image.open(sweep / "compare.png") as figure:
+        assert figure.size[0] >= 800 and figure.getextrema() != ((255, 255), (255, 255), (255, 255), (255, 255))
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli("compare", str(tmp_path / "empty"))
+    assert "no finished run under" in one_line_error(code, err)
+    code, _, err = cli("compare", str(tmp_path / "nowhere"))
+    assert "nowhere does not exist" in one_line_error(code, err)
 
 
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -203,7 +241,59 @@ def test_benchmark_experiments_compose_into_a_buildable_model_and_loss(name):
 
     with initialize_config_dir(str(config_dir()), version_base=None):
         cfg = compose("train", overrides=[f"experiment={name}"])
-    assert cfg.model.name == name.removeprefix("mnist_") and cfg.dataset.name == "mnist"
+    assert name.removeprefix("mnist_").startswith(cfg.model.name) and cfg.dataset.name == "mnist"
     assert cfg.trainer.max_time == 15 and cfg.eval.k == 500  # the shared protocol, not train.yaml's k=100
     model = build_model(cfg.model, (1, 28, 28), binary=True)
     build_loss(cfg.loss, model, cfg.model.name)  # each model's own loss was chosen
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["model=vae", *TINY],
+        ["model=pixelcnn", "model.channels=4", "model.blocks=1", "model.head=4", "trainer.epochs=1", "trainer.num_samples=2"],
+    ],
+    ids=["vae", "pixelcnn"],
+)
+def test_eval_and_sample_build_no_autograd_graph(cli, tmp_path, monkeypatch, model):
+    from genctl.models.masked import MaskedConv2d
+
+    run = tmp_path / "run"
+    code, _, err = cli("train", *model, "trainer.max_steps=2", "trainer.test_at_end=false", f"hydra.run.dir={run}")
+    assert code == 0, err
+    seen: list[bool] = []  # per module call / incremental pixel step: could autograd record it?
+
+    def record(*_):
+        seen.append(torch.is_grad_enabled() or not torch.is_inference_mode_enabled())
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    at = MaskedConv2d.at
+    monkeypatch.setattr(MaskedConv2d, "at", lambda self, *a: (record(), at(self, *a))[1])
+    try:
+        for args in (["eval", f"ckpt={run}", "eval.k=2", "eval.chunk=1"], ["sample", f"ckpt={run}", "n=2"],
+                     ["sample", f"ckpt={run}", "n=2", "fast=false"]):
+            before = len(seen)
+            code, _, err = cli(*args)
+            assert code == 0, err
+            assert len(seen) > before, args  # the check saw the model run
+    finally:
+        handle.remove()
+    assert not any(seen)
+
+
+def test_bf16_mixed_precision_trains_on_cpu_and_fp16_asks_for_cuda(cli, tmp_path):
+    run = tmp_path / "bf16"
+    code, _, err = cli("train", *TINY, "trainer.precision=bf16", "trainer.max_steps=3", f"hydra.run.dir={run}")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert math.isfinite(metrics["train_loss"]) and metrics["test"]["nll_iwae"]["nats"] > 0
+    assert "scaler" in load_checkpoint(run / "last.pt")
+    code, _, err = cli("train", *TINY, "trainer.max_steps=3", f"hydra.run.dir={tmp_path / 'fp32'}")
+    assert code == 0, err
+    fp32 = json.loads((tmp_path / "fp32" / "metrics.json").read_text())
+    assert fp32["train_loss"] != metrics["train_loss"]  # bf16 rounding shows: autocast was on
+    assert abs(fp32["train_loss"] - metrics["train_loss"]) < 0.01 * fp32["train_loss"]
+    code, _, err = cli("train", *TINY, "trainer.precision=fp16", "trainer.device=cpu")
+    assert "trainer.precision=fp16 needs a CUDA device" in one_line_error(code, err)
+    code, _, err = cli("train", *TINY, "trainer.precision=16")
+    assert "precision=16 is not valid (expected one of 32, bf16, fp16)" in one_line_error(code, err)

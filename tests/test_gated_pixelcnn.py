@@ -131,8 +131,32 @@ def test_completion_and_sampling_pass_the_labels_to_every_step(monkeypatch):
 
     monkeypatch.setattr(model, "logits", spy)
     with torch.no_grad():
-        model.complete(torch.zeros(2, 1, 4, 4), 8, y=torch.tensor([2, 1]))
+        model.complete(torch.zeros(2, 1, 4, 4), 8, fast=False, y=torch.tensor([2, 1]))
         assert seen == [[2, 1]] * 8
         seen.clear()
-        model.sample(4)  # no labels given: the classes in turn
+        model.sample(4, fast=False)  # no labels given: the classes in turn
         assert seen == [[0, 1, 2, 0]] * 16
+
+
+@pytest.mark.parametrize("third", [0, 1])
+@pytest.mark.parametrize("shape, binary", [((1, 7, 6), True), ((3, 5, 4), False)])
+def test_incremental_completion_matches_full_passes_with_labels(shape, binary, third):
+    """The fast sampler (vertical stack row by row, horizontal stack pixel by pixel) against one
+    full pass per value: same seed, same images, for a completion and with class labels.
+    float64, so that rounding between the two paths cannot tip a draw."""
+    model = make(shape, binary, layers=3, num_classes=3).eval().double()
+    with torch.no_grad():  # sharper conditionals than a fresh model's: a wrong one changes draws
+        for p in model.parameters():
+            p.mul_(3)
+    torch.manual_seed(0)
+    x = torch.rand(32, *shape, dtype=torch.float64)
+    x = torch.bernoulli(x) if binary else (x * 255).round() / 255
+    known = third * (model.dims // 3 + 1)  # from scratch, or from mid-row (mid-pixel for colour)
+    y = torch.arange(32) % 3
+    with torch.no_grad():
+        torch.manual_seed(5)
+        fast = model.complete(x, known, temperature=0.9, fast=True, y=y)
+        torch.manual_seed(5)
+        reference = model.complete(x, known, temperature=0.9, fast=False, y=y)
+    assert torch.equal(fast, reference)
+    assert not torch.equal(fast, x)

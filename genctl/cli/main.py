@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "train": "train a model; writes a run folder (config, checkpoints, TensorBoard, samples, metrics.json)",
     "eval": "test NLL in nats and bits/dim (or MSE) of a checkpoint: genctl eval ckpt=RUN_OR_PT",
     "sample": "image grid from a checkpoint: genctl sample ckpt=RUN_OR_PT n=64 [mode=reconstruct|interpolate]",
+    "compare": "one table and figure of finished runs: genctl compare RUN_OR_SWEEP [...] [--out DIR]",
 }
 GROUPS = ("model", "dataset", "optim", "loss", "trainer", "eval")
 
@@ -46,6 +47,7 @@ def usage() -> str:
         "  genctl train resume=runs/vae/2026-01-01_12-00-00",
         "  genctl eval ckpt=runs/vae/2026-01-01_12-00-00 eval.k=1000",
         "  genctl sample ckpt=runs/vae/2026-01-01_12-00-00 n=64 mode=interpolate",
+        "  genctl compare runs/multirun/2026-01-01_12-00-00",
         "",
         "`genctl SUBCOMMAND --help` lists every key; `genctl train --cfg job` prints the composed config.",
         "Errors are one line; set HYDRA_FULL_ERROR=1 for the full trace.",
@@ -80,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     if subcommand not in SUBCOMMANDS:
         print(f"genctl: error: unknown subcommand '{subcommand}'; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
         return 2
+    if subcommand == "compare":  # reads run folders; composes no config
+        from genctl.cli.compare import main as compare
+
+        return compare(rest)
     try:
         config_dir()
         if subcommand == "train":

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genctl.models.autoregressive import AutoregressiveModel
+from genctl.models.autoregressive import AutoregressiveModel, tiny_ops
 from genctl.models.base import MODELS
-from genctl.models.masked import MaskedConv2d, causal_mask
+from genctl.models.masked import MaskedConv2d, pointwise
 
 
 def gate(x: torch.Tensor, colors: int) -> torch.Tensor:
@@ -58,17 +58,6 @@ class VerticalConv(nn.Conv2d):
         return super().forward(F.pad(x, self.pad))
 
 
-class RowConv(nn.Conv2d):
-    """A 1 x k convolution masked to the current pixel (by colour group) and those left of it."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, mask_type: Literal["A", "B"], colors: int) -> None:
-        super().__init__(in_channels, out_channels, (1, kernel), padding=(0, kernel // 2))
-        self.register_buffer("mask", causal_mask(out_channels, in_channels, (1, kernel), mask_type, colors), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
-
-
 class GatedLayer(nn.Module):
     """One layer of both stacks: (vertical, horizontal, labels) -> (vertical, horizontal, skip)."""
 
@@ -78,7 +67,8 @@ class GatedLayer(nn.Module):
         super().__init__()
         self.colors = colors
         self.vertical = VerticalConv(in_channels, 2 * channels, kernel)
-        self.horizontal = RowConv(in_channels, 2 * channels, kernel, mask_type, colors)
+        # 1 x k, masked to the current pixel (by colour group) and those left of it
+        self.horizontal = MaskedConv2d(in_channels, 2 * channels, (1, kernel), mask_type, colors)
         self.link = nn.Conv2d(2 * channels, 2 * channels, 1)  # carries rows above only: no colour mask
         self.residual = MaskedConv2d(channels, channels, 1, "B", colors)
         self.skip = MaskedConv2d(channels, channels, 1, "B", colors)
@@ -86,17 +76,44 @@ class GatedLayer(nn.Module):
         # the first layer's input holds the very value being predicted: no identity path around it
         self.identity = mask_type == "B"
 
+    def label_bias(self, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | tuple[float, float]:
+        """Per-image biases [B, 2n, 1, 1] of the vertical and horizontal gates (0 without labels)."""
+        if y is None or self.label is None:
+            return 0.0, 0.0
+        bias_v, bias_h = self.label(y)[:, :, None, None].chunk(2, 1)
+        return bias_v, bias_h
+
     def forward(
         self, v: torch.Tensor, h: torch.Tensor, y: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        bias_v, bias_h = self.label_bias(y)
         v_pre = self.vertical(v)
-        h_pre = self.horizontal(h) + self.link(shift_down(v_pre))
-        if y is not None and self.label is not None:
-            bias_v, bias_h = self.label(y)[:, :, None, None].chunk(2, 1)
-            v_pre, h_pre = v_pre + bias_v, h_pre + bias_h
+        h_pre = self.horizontal(h) + self.link(shift_down(v_pre)) + bias_h
         g = gate(h_pre, self.colors)
         out = self.residual(g)
-        return gate(v_pre, self.colors), h + out if self.identity else out, self.skip(g)
+        return gate(v_pre + bias_v, self.colors), h + out if self.identity else out, self.skip(g)
+
+    def vertical_row(self, v: torch.Tensor, r: int, bias_v: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row ``r`` of the vertical pre-activation and output, [B, 2n, W] and [B, n, W], from
+        the rows <= r of this layer's vertical input ``v`` (incremental sampling)."""
+        kh, kw = self.vertical.kernel_size
+        top = max(0, r - kh + 1)
+        rows = F.pad(v[:, :, top : r + 1], (kw // 2, kw // 2, kh - 1 - (r - top), 0))
+        pre = F.conv2d(rows, self.vertical.weight, self.vertical.bias)
+        return pre[:, :, 0], gate(pre + bias_v, self.colors)[:, :, 0]
+
+    def pixel(
+        self, h_in: torch.Tensor, v_above: torch.Tensor | None, i: int, j: int, bias_h: torch.Tensor | float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(horizontal output, skip) at pixel (i, j), each [B, n], from the horizontal input map
+        (filled up to (i, j)) and the vertical pre-activation one row up (None in row 0)."""
+        link = self.link.bias if v_above is None else pointwise(self.link, v_above)  # shift_down pads with zeros
+        pre = self.horizontal.at(h_in, i, j) + link
+        if torch.is_tensor(bias_h):
+            pre = pre + bias_h[:, :, 0, 0]
+        g = gate(pre[:, :, None, None], self.colors)[:, :, 0, 0]
+        out = pointwise(self.residual, g)
+        return h_in[:, :, i, j] + out if self.identity else out, pointwise(self.skip, g)
 
 
 @MODELS.register("gated_pixelcnn")
@@ -144,3 +161,43 @@ class GatedPixelCNN(AutoregressiveModel):
             v, h, skip = layer(v, h, y)
             skips = skips + skip
         return self.conv_logits(self.head(skips))
+
+    def complete(
+        self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``fast=True``: incremental generation (Ramachandran et al. 2017). The vertical stack
+        is computed one row at a time, once that row is complete; the horizontal stack and the
+        head one pixel at a time, from cached input maps. Same images as the full passes."""
+        if not fast:
+            return super().complete(x, known, temperature, fast=False, y=y)
+        if y is not None and not self.num_classes:
+            raise ValueError("labels given to a model with num_classes=0")
+        x = x.clone()
+        colors, height, width = self.data_shape
+        n, layers = len(x), self.layers
+        biases = [layer.label_bias(y) for layer in layers]
+        # per layer: vertical and horizontal input maps (layer 0 reads x), vertical pre-activations
+        v_in = [x, *(x.new_zeros(n, layer.residual.in_channels, height, width) for layer in layers[:-1])]
+        h_in = [x, *(x.new_zeros(n, layer.residual.in_channels, height, width) for layer in layers[:-1])]
+        v_pre = [x.new_zeros(n, layer.link.in_channels, height, width) for layer in layers]
+        with tiny_ops(x.device):
+            for step, value in enumerate(self.order().tolist()):
+                c, rest = divmod(value, height * width)
+                i, j = divmod(rest, width)
+                if c == 0 and j == 0 and i > 0:  # row i - 1 is complete: the vertical stack can see it
+                    for l, layer in enumerate(layers):
+                        pre, out = layer.vertical_row(v_in[l], i - 1, biases[l][0])
+                        v_pre[l][:, :, i - 1] = pre
+                        if l + 1 < len(layers):
+                            v_in[l + 1][:, :, i - 1] = out
+                skips = 0
+                for l, layer in enumerate(layers):
+                    out, skip = layer.pixel(h_in[l], v_pre[l][:, :, i - 1, j] if i else None, i, j, biases[l][1])
+                    skips = skips + skip
+                    if l + 1 < len(layers):
+                        h_in[l + 1][:, :, i, j] = out
+                if step >= known:
+                    _, first, _, last = self.head
+                    logits = pointwise(last, torch.relu(pointwise(first, torch.relu(skips)))).view(n, colors, -1)[:, c]
+                    x[:, c, i, j] = self.draw(logits.squeeze(-1) if self.binary else logits, temperature)
+        return x

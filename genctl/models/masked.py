@@ -36,14 +36,20 @@ def causal_mask(
 
 
 class MaskedConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with "same" padding whose kernel is multiplied by a causal mask."""
+    """``nn.Conv2d`` with "same" padding whose kernel (k x k, or kh x kw) is multiplied by a causal mask."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, mask_type: Literal["A", "B"], colors: int) -> None:
-        super().__init__(in_channels, out_channels, kernel, padding=kernel // 2)
-        self.register_buffer("mask", causal_mask(out_channels, in_channels, (kernel, kernel), mask_type, colors), persistent=False)
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int | tuple[int, int], mask_type: Literal["A", "B"], colors: int
+    ) -> None:
+        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+        super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2))
+        self.register_buffer("mask", causal_mask(out_channels, in_channels, (kh, kw), mask_type, colors), persistent=False)
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+        return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)
 
     def at(self, inputs: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """The output at pixel (h, w) alone, [B, out], from the input map [B, in, H, W].
@@ -56,5 +62,11 @@ class MaskedConv2d(nn.Conv2d):
         _, _, height, width = inputs.shape
         top, left, right = max(0, h - r), max(0, w - c), min(width, w + c + 1)
         patch = inputs[:, :, top : h + 1, left:right]
-        kernel = (self.weight * self.mask)[:, :, r - (h - top) : r + 1, c - (w - left) : c + (right - w)]
+        kernel = self.masked_weight()[:, :, r - (h - top) : r + 1, c - (w - left) : c + (right - w)]
         return torch.einsum("bihw,oihw->bo", patch, kernel) + self.bias
+
+
+def pointwise(conv: nn.Conv2d, v: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution (masked or not) at one pixel: [B, in] -> [B, out]."""
+    weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
+    return F.linear(v, weight[:, :, 0, 0], conv.bias)

@@ -16,7 +16,7 @@ from torch import nn
 
 from genctl.models.autoregressive import AutoregressiveModel, tiny_ops
 from genctl.models.base import MODELS
-from genctl.models.masked import MaskedConv2d
+from genctl.models.masked import MaskedConv2d, pointwise
 
 
 class ResidualBlock(nn.Module):
@@ -95,7 +95,7 @@ def step(module: nn.Module, v: torch.Tensor, h: int, w: int, caches: dict, shape
         return torch.relu(v)
     if isinstance(module, MaskedConv2d):
         if module.kernel_size == (1, 1):
-            return torch.nn.functional.linear(v, (module.weight * module.mask)[:, :, 0, 0], module.bias)
+            return pointwise(module, v)
         if module not in caches:
             caches[module] = v.new_zeros(shape[0], v.shape[1], shape[2], shape[3])
         caches[module][:, :, h, w] = v

@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -66,6 +66,7 @@ class TrainerOptions:
     num_samples: int
     eval_batch_size: int
     test_at_end: bool
+    precision: Literal[32, "bf16", "fp16"]
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every", "val_every", "ckpt_every", "sample_every", "eval_batch_size"):
@@ -116,17 +117,21 @@ def mean_loss(
     return {name: float(total) / len(x) for name, total in sums.items()}
 
 
-def image_grids(model: GenerativeModel, val_x: torch.Tensor, opts: TrainerOptions) -> dict[str, torch.Tensor]:
+def image_grids(
+    model: GenerativeModel, val_x: torch.Tensor, opts: TrainerOptions
+) -> tuple[dict[str, torch.Tensor], float | None]:
     """What a person looks at: samples (where the model has a prior) and reconstructions of
-    validation images, originals above (where it has latents)."""
-    grids = {}
+    validation images, originals above (where it has latents); and samples per second."""
+    grids, rate = {}, None
     with evaluating(model, opts.seed):
         if model.can_sample:
+            start = time.perf_counter()
             grids["samples"] = model.sample(opts.num_samples)
+            rate = opts.num_samples / max(time.perf_counter() - start, 1e-9)
         if model.has_latents and len(val_x):
             x = val_x[:32]
             grids["reconstructions"] = torch.cat([x, model.reconstruct(x)])
-    return grids
+    return grids, rate
 
 
 class Trainer:
@@ -142,6 +147,11 @@ class Trainer:
         self.loss_fn = build_loss(cfg.loss, self.model, str(cfg.model.name))
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        if opts.precision == "fp16" and self.device.type != "cuda":
+            raise GenctlError(f"trainer.precision=fp16 needs a CUDA device (this run is on {self.device}); use bf16 or 32")
+        # mixed precision in the training step only; evaluation stays in float32
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=opts.precision == "fp16")
         # labels travel with the images only to class-conditional models
         if self.model.conditional:
             self.labels = {s: t.to(self.device) for s, t in data.labels.items()}
@@ -167,6 +177,8 @@ class Trainer:
         state = load_checkpoint(path)
         load_weights(self.model, state, path)
         self.optimizer.load_state_dict(state["optimizer"])
+        if "scaler" in state:  # absent in checkpoints written before trainer.precision existed
+            self.scaler.load_state_dict(state["scaler"])
         self.batches.load_state_dict(state["data"])
         restore_rng_state(state["rng"], self.batches.generator)
         self.progress = Progress(**state["progress"])
@@ -177,6 +189,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "data": self.batches.state_dict(),
             "rng": rng_state(self.batches.generator),
             "progress": asdict(self.progress),
@@ -223,12 +236,15 @@ class Trainer:
         stop = None
         for x, y in bar:
             self.set_lr()
-            out = self.loss_fn(self.model, x, progress.step, y)
+            with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                out = self.loss_fn(self.model, x, progress.step, y)
             self.optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            self.scaler.scale(out["loss"]).backward()
             if opts.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             progress.step += 1
             for name, value in out.items():
                 sums[name] = sums.get(name, 0) + value.detach()
@@ -270,6 +286,10 @@ class Trainer:
         else:
             val, criterion = {}, train_means.get("loss", math.inf)
         improved = criterion < progress.best_val
+        record = {"epoch": progress.epoch, "step": progress.step, "elapsed_s": round(progress.elapsed, 2),
+                  "train_loss": train_means.get("loss"), "val_loss": val.get("loss")}
+        with open(self.run_dir / "history.jsonl", "a") as f:  # for genctl compare's curves
+            f.write(json.dumps(record) + "\n")
         if improved:
             progress.best_val, progress.best_epoch = criterion, progress.epoch
             save_checkpoint(self.run_dir / "best.pt", self.snapshot())
@@ -313,7 +333,7 @@ class Trainer:
                 if finishing or (epoch_done and progress.epoch % opts.ckpt_every == 0):
                     save_checkpoint(self.run_dir / "last.pt", self.snapshot())
                 if finishing or (epoch_done and progress.epoch % opts.sample_every == 0):
-                    for name, grid in image_grids(self.model, self.val_x, opts).items():
+                    for name, grid in image_grids(self.model, self.val_x, opts)[0].items():
                         self.writer.add_image(name, make_grid(grid), progress.step)
         if stop:
             log.info("stopped early (%s) after %d steps, %.0fs", stop, progress.step, progress.elapsed)
@@ -341,7 +361,7 @@ class Trainer:
         best = run_dir / "best.pt"
         if best.is_file():
             load_weights(self.model, load_checkpoint(best, map_location=self.device), best)
-        grids = image_grids(self.model, self.val_x, opts)
+        grids, results["samples_per_s"] = image_grids(self.model, self.val_x, opts)
         results["images"] = [str(save_grid(grid, run_dir / f"{name}.png")) for name, grid in grids.items()]
         if opts.test_at_end:
             e = self.cfg.eval

@@ -1,0 +1,140 @@
+"""``genctl compare RUN_OR_SWEEP [...]``: finished runs side by side.
+
+Every folder under the arguments that holds a ``metrics.json`` is a run (so a multirun sweep
+folder works as is). Prints one Markdown table (model, dataset, parameters, epochs, wall time,
+test NLL in nats, bits/dim, the estimator, samples/s), writes it as ``compare.md`` and
+``compare.csv``, and draws ``compare.png``: validation loss against wall time for each run
+(from its ``history.jsonl``) above a row of the runs' sample grids.
+
+Not a Hydra app: it reads run folders and composes no config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from genctl.cli.sweep import markdown_table
+from genctl.errors import GenctlError
+
+ESTIMATORS = ("nll_exact", "nll_iwae", "nll_elbo")  # the tightest number a run reports comes first
+
+
+def find_runs(paths: list[str]) -> list[Path]:
+    runs: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if not path.exists():
+            raise GenctlError(f"{path} does not exist; pass run folders or sweep folders (runs/multirun/<stamp>)")
+        found = sorted(p.parent for p in path.rglob("metrics.json"))
+        if not found:
+            raise GenctlError(f"no finished run under {path} (no metrics.json): train to the end or run genctl eval first")
+        runs += [r for r in found if r not in runs]
+    return runs
+
+
+def history(run: Path) -> list[dict[str, Any]]:
+    """Validation records by step; a resumed run's repeated steps keep their latest record."""
+    file = run / "history.jsonl"
+    if not file.is_file():
+        return []
+    by_step = {r["step"]: r for r in map(json.loads, file.read_text().splitlines()) if r.get("val_loss") is not None}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def compare_row(run: Path, label: str) -> dict[str, Any]:
+    try:
+        m = json.loads((run / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise GenctlError(f"{run / 'metrics.json'} is unreadable ({e}); re-run genctl eval ckpt={run}") from None
+    test = m.get("test", {})
+    key = next((k for k in ESTIMATORS if k in test), None)
+    nll = test.get(key, {}) if key else {}
+    return {
+        "run": label,
+        "model": m.get("model"),
+        "dataset": m.get("dataset"),
+        "params": m.get("params"),
+        "epochs": m.get("epochs"),
+        "wall_time_s": m.get("wall_time_s"),
+        "test_nll_nats": nll.get("nats"),
+        "bits_per_dim": nll.get("bits_per_dim"),
+        "estimator": nll.get("estimator", "-" if key is None else key),
+        "samples_per_s": m.get("samples_per_s"),
+    }
+
+
+def labels_for(runs: list[Path]) -> list[str]:
+    """Shortest distinct names: the path below the runs' common parent."""
+    if len(runs) == 1:
+        return [runs[0].name]
+    parts = [r.resolve().parts for r in runs]
+    common = 0
+    while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
+        common += 1
+    return ["/".join(p[common:]) for p in parts]
+
+
+def figure(runs: list[Path], labels: list[str], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    grids = [(label, run / "samples.png") for run, label in zip(runs, labels) if (run / "samples.png").is_file()]
+    fig = plt.figure(figsize=(max(8, 2.2 * len(grids)), 7.5 if grids else 4.5))
+    rows = fig.add_gridspec(2 if grids else 1, max(len(grids), 1), height_ratios=[1.4, 1] if grids else [1])
+    curve = fig.add_subplot(rows[0, :])
+    for run, label in zip(runs, labels):
+        points = history(run)
+        if points:
+            curve.plot([p["elapsed_s"] / 60 for p in points], [p["val_loss"] for p in points], marker=".", label=label)
+    curve.set_xlabel("wall time (minutes)")
+    curve.set_ylabel("validation loss (nats per image)")
+    curve.grid(alpha=0.3)
+    if curve.lines:
+        curve.legend(fontsize="small")
+    for i, (label, png) in enumerate(grids):
+        ax = fig.add_subplot(rows[1, i])
+        ax.imshow(Image.open(png), cmap="gray")
+        ax.set_title(label, fontsize="small")
+        ax.axis("off")
+    fig.tight_layout()
+    path = out / "compare.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="genctl compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="+", help="run folders and/or sweep folders")
+    p.add_argument("--out", help="where compare.md/.csv/.png go (default: the one folder given, else ./compare)")
+    p.add_argument("--no-figure", action="store_true", help="skip compare.png")
+    a = p.parse_args(argv)
+    try:
+        runs = find_runs(a.folders)
+        labels = labels_for(runs)
+        rows = [compare_row(run, label) for run, label in zip(runs, labels)]
+        out = Path(a.out) if a.out else Path(a.folders[0]) if len(a.folders) == 1 else Path("compare")
+        out.mkdir(parents=True, exist_ok=True)
+    except GenctlError as e:
+        print(f"genctl compare: error: {e}", file=sys.stderr)
+        return 2
+    table = markdown_table(rows)
+    print(table)
+    (out / "compare.md").write_text(table + "\n")
+    with open(out / "compare.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    written = [out / "compare.md", out / "compare.csv"]
+    if not a.no_figure:
+        written.append(figure(runs, labels, out))
+    print("written: " + ", ".join(map(str, written)))
+    return 0
