@@ -8,6 +8,7 @@ and hands the rest of the command line to that subcommand's own Hydra app.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -70,6 +71,18 @@ def _resume_args(args: list[str]) -> list[str]:
     return [*kept, *args, *extra]
 
 
+def _rank_args(args: list[str]) -> list[str]:
+    """Under torchrun every rank runs this: one run folder for all (rank 0's clock), written by rank 0 only."""
+    from genctl.train import distributed  # imports torch: only for multi-process runs
+
+    distributed.init()
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        args = [*args, f"hydra.run.dir=runs/${{model.name}}/{distributed.shared_stamp()}"]
+    if distributed.rank() > 0:
+        args = [*args, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -90,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         config_dir()
         if subcommand == "train":
             rest = _resume_args(rest)
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+                rest = _rank_args(rest)
     except GenctlError as e:
         print(f"genctl {subcommand}: error: {e}", file=sys.stderr)
         return 2

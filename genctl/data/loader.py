@@ -18,6 +18,9 @@ class Batches:
     With ``dynamic_binarize`` every batch is a fresh Bernoulli draw. Shuffling and the draws use
     ``generator`` alone, and the epoch's order and position are part of :meth:`state_dict`, so a
     run stopped mid-epoch resumes on exactly the batch it would have drawn next.
+
+    ``shard=(rank, world)``: data-parallel training. Every rank draws the same global batch and
+    keeps images rank, rank + world, ... of it (``genctl.train.distributed``).
     """
 
     def __init__(
@@ -28,6 +31,7 @@ class Batches:
         dynamic_binarize: bool = False,
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if (shuffle or dynamic_binarize) and generator is None:
             raise ValueError("shuffling or dynamic binarization needs a generator")
@@ -37,6 +41,7 @@ class Batches:
         self.shuffle = shuffle
         self.dynamic_binarize = dynamic_binarize
         self.generator = generator
+        self.rank, self.world = shard
         self.order: torch.Tensor | None = None
         self.position = 0
 
@@ -58,7 +63,12 @@ class Batches:
                 x = x.float().div_(255.0)
             if self.dynamic_binarize:
                 x = torch.bernoulli(x, generator=self.generator)
-            yield x, None if self.labels is None else self.labels[index]
+            y = None if self.labels is None else self.labels[index]
+            if self.world > 1:  # every rank drew the same global batch: keep every world-th image
+                if len(index) < self.world:
+                    continue  # an epoch's last few images cannot give every rank one
+                x, y = x[self.rank :: self.world], None if y is None else y[self.rank :: self.world]
+            yield x, y
         self.order, self.position = None, 0
 
     def state_dict(self) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import resource
 import signal
 import time
@@ -19,6 +20,8 @@ from typing import Any, Iterator, Literal
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from genctl.config import build
@@ -37,6 +40,7 @@ from genctl.train.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from genctl.train import distributed
 from genctl.train.optim import build_optimizer, lr_factor
 
 log = logging.getLogger("genctl")
@@ -108,13 +112,35 @@ def stop_on_signals() -> Iterator[list[str]]:
 def mean_loss(
     model: GenerativeModel, loss_fn: Loss, x: torch.Tensor, labels: torch.Tensor | None, batch_size: int, seed: int
 ) -> dict[str, float]:
-    """The final objective (no warm-up) averaged over ``x``, with a fixed RNG."""
+    """The final objective (no warm-up) averaged over ``x``, with a fixed RNG. In data-parallel
+    training each rank scores its share of ``x`` and the sums are added up over ranks."""
     sums: dict[str, torch.Tensor] = {}
+    share = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed.active() else (0, 1)
     with evaluating(model, seed):
-        for batch, y in Batches(x, batch_size, labels=labels):
+        for batch, y in Batches(x, batch_size, labels=labels, shard=share):
             for name, value in loss_fn(model, batch, None, y).items():
                 sums[name] = sums.get(name, 0) + value.double() * len(batch)
-    return {name: float(total) / len(x) for name, total in sums.items()}
+    totals = distributed.sum_tensors(list(sums.values()))
+    return {name: float(total) / len(x) for name, total in zip(sums, totals)}
+
+
+class LossStep(nn.Module):
+    """The training objective as a module, so that DistributedDataParallel sees every model
+    method a loss calls (``elbo_terms``, ``log_prob``, ...) as one forward pass."""
+
+    def __init__(self, model: GenerativeModel, loss_fn: Loss) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, x: torch.Tensor, step: int, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return self.loss_fn(self.model, x, step, y)
+
+
+class NullWriter:
+    """TensorBoard on ranks other than 0: nothing is written."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
 
 
 def image_grids(
@@ -140,7 +166,13 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir
         self.opts = opts = build("trainer", TrainerOptions, cfg.trainer)
+        distributed.init()
+        self.rank, self.world = distributed.rank(), distributed.world_size()
         self.device = resolve_device(opts.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if opts.batch_size % self.world:
+            raise GenctlError(f"trainer.batch_size={opts.batch_size} is the global batch: make it divisible by {self.world} processes")
         seed_everything(opts.seed)
         self.data = data = load_dataset(cfg.dataset)
         self.model = build_model(cfg.model, data.shape, data.binary).to(self.device)
@@ -164,7 +196,12 @@ class Trainer:
         self.batches = Batches(
             images.to(self.device), opts.batch_size, shuffle=True, dynamic_binarize=dynamic,
             generator=torch.Generator(self.device).manual_seed(opts.seed), labels=self.labels["train"],
+            shard=(self.rank, self.world),
         )
+        self.step_fn: nn.Module = LossStep(self.model, self.loss_fn)
+        if self.world > 1:  # rank 0's initial weights are broadcast; gradients are averaged
+            self.step_fn = DistributedDataParallel(self.step_fn, device_ids=[self.device] if self.device.type == "cuda" else None)
+            torch.manual_seed(opts.seed + 1_000_003 * self.rank)  # each rank its own posterior noise
         self.val_x = data.fixed("val").to(self.device)
         self.progress = Progress()
         self.config = OmegaConf.to_container(cfg, resolve=True)
@@ -180,18 +217,26 @@ class Trainer:
         if "scaler" in state:  # absent in checkpoints written before trainer.precision existed
             self.scaler.load_state_dict(state["scaler"])
         self.batches.load_state_dict(state["data"])
-        restore_rng_state(state["rng"], self.batches.generator)
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        restore_rng_state(ranks[self.rank] if self.rank < len(ranks) else state["rng"], self.batches.generator)
         self.progress = Progress(**state["progress"])
         log.info("resumed from %s at epoch %d, step %d", path, self.progress.epoch, self.progress.step)
 
-    def snapshot(self) -> dict[str, Any]:
+    def save(self, name: str) -> None:
+        """Write ``name`` in the run folder (rank 0; every rank must call it: RNG states are gathered)."""
+        ranks = distributed.gather(rng_state(self.batches.generator))
+        if self.rank == 0:
+            save_checkpoint(self.run_dir / name, self.snapshot(ranks))
+
+    def snapshot(self, rng_ranks: list[dict[str, Any]]) -> dict[str, Any]:
         """Everything needed to rebuild the model and continue exactly where training stands."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "data": self.batches.state_dict(),
-            "rng": rng_state(self.batches.generator),
+            "rng": rng_ranks[0],
+            "rng_ranks": rng_ranks,
             "progress": asdict(self.progress),
             "config": self.config,
             "data_shape": list(self.data.shape),
@@ -209,14 +254,18 @@ class Trainer:
         for group, lr in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = lr * factor
 
+    STOPS = (None, "max_steps", "max_time", "interrupted")
+
     def stop_reason(self, signals: list[str]) -> str | None:
+        """Why to stop after this step; with several processes, the strongest reason any has."""
+        reason = None
         if signals:
-            return "interrupted"
-        if self.opts.max_steps is not None and self.progress.step >= self.opts.max_steps:
-            return "max_steps"
-        if self.budget is not None and self.progress.elapsed >= self.budget:
-            return "max_time"
-        return None
+            reason = "interrupted"
+        elif self.opts.max_steps is not None and self.progress.step >= self.opts.max_steps:
+            reason = "max_steps"
+        elif self.budget is not None and self.progress.elapsed >= self.budget:
+            reason = "max_time"
+        return self.STOPS[distributed.max_code(self.STOPS.index(reason))]
 
     def run_epoch(self, signals: list[str]) -> tuple[str | None, dict[str, float]]:
         """Train until the epoch ends or a stop condition holds; (stop reason, mean train losses).
@@ -227,7 +276,7 @@ class Trainer:
         opts, progress, batches = self.opts, self.progress, self.batches
         bar = tqdm(
             batches, total=len(batches), initial=batches.position // opts.batch_size,
-            desc=f"epoch {progress.epoch + 1}/{opts.epochs}", dynamic_ncols=True, leave=False,
+            desc=f"epoch {progress.epoch + 1}/{opts.epochs}", dynamic_ncols=True, leave=False, disable=self.rank > 0,
         )
         sums: dict[str, torch.Tensor] = {}
         window, window_images, window_clock = 0, 0, time.monotonic()
@@ -237,7 +286,7 @@ class Trainer:
         for x, y in bar:
             self.set_lr()
             with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
-                out = self.loss_fn(self.model, x, progress.step, y)
+                out = self.step_fn(x, progress.step, y)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(out["loss"]).backward()
             if opts.grad_clip > 0:
@@ -253,7 +302,8 @@ class Trainer:
             progress.elapsed = self.elapsed()
             stop = self.stop_reason(signals)
             if window == opts.log_every or batches.position >= len(batches.images) or stop:
-                means = {name: float(total) / window for name, total in sums.items()}
+                totals = distributed.sum_tensors(list(sums.values()))
+                means = {name: float(total) / (window * self.world) for name, total in zip(sums, totals)}
                 if not all(math.isfinite(v) for v in means.values()):
                     raise GenctlError(
                         f"non-finite loss between steps {progress.step - window + 1} and {progress.step} "
@@ -261,7 +311,7 @@ class Trainer:
                         f"{self.run_dir / 'last.pt'}: lower optim.lr or set trainer.grad_clip"
                     )
                 now = time.monotonic()
-                self.images_per_s = window_images / max(now - window_clock, 1e-9)
+                self.images_per_s = window_images * self.world / max(now - window_clock, 1e-9)
                 for name, value in means.items():
                     self.writer.add_scalar(f"train/{name}", value, progress.step)
                     epoch_sums[name] = epoch_sums.get(name, 0.0) + value * window
@@ -288,11 +338,12 @@ class Trainer:
         improved = criterion < progress.best_val
         record = {"epoch": progress.epoch, "step": progress.step, "elapsed_s": round(progress.elapsed, 2),
                   "train_loss": train_means.get("loss"), "val_loss": val.get("loss")}
-        with open(self.run_dir / "history.jsonl", "a") as f:  # for genctl compare's curves
-            f.write(json.dumps(record) + "\n")
+        if self.rank == 0:
+            with open(self.run_dir / "history.jsonl", "a") as f:  # for genctl compare's curves
+                f.write(json.dumps(record) + "\n")
         if improved:
             progress.best_val, progress.best_epoch = criterion, progress.epoch
-            save_checkpoint(self.run_dir / "best.pt", self.snapshot())
+            self.save("best.pt")
         log.info(
             "epoch %d/%d step %d  train loss %.4f  val loss %s%s  %.0f img/s  %.0fs",
             progress.epoch, self.opts.epochs, progress.step, train_means.get("loss", math.nan),
@@ -305,7 +356,7 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when training
 
         opts, progress = self.opts, self.progress
-        self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=progress.step or None)
+        self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=progress.step or None) if self.rank == 0 else NullWriter()
         self.n_params = sum(p.numel() for p in self.model.parameters())
         data = self.data
         log.info(
@@ -322,7 +373,7 @@ class Trainer:
                 if epoch_done:
                     progress.epoch += 1
                 if stop == "interrupted":
-                    save_checkpoint(self.run_dir / "last.pt", self.snapshot())
+                    self.save("last.pt")
                     raise Interrupted(
                         f"stopped by {signals[0]} at step {progress.step}; resumable checkpoint "
                         f"{self.run_dir / 'last.pt'}; continue with: genctl train resume={self.run_dir}"
@@ -331,12 +382,14 @@ class Trainer:
                 if finishing or (epoch_done and progress.epoch % opts.val_every == 0):
                     self.validate(train_means)
                 if finishing or (epoch_done and progress.epoch % opts.ckpt_every == 0):
-                    save_checkpoint(self.run_dir / "last.pt", self.snapshot())
+                    self.save("last.pt")
                 if finishing or (epoch_done and progress.epoch % opts.sample_every == 0):
                     for name, grid in image_grids(self.model, self.val_x, opts)[0].items():
                         self.writer.add_image(name, make_grid(grid), progress.step)
         if stop:
             log.info("stopped early (%s) after %d steps, %.0fs", stop, progress.step, progress.elapsed)
+        if self.rank > 0:  # rank 0 tests best.pt and writes metrics.json alone
+            return {"best_val_loss": progress.best_val}
         results = self.finish(stop or "completed", train_means)
         self.writer.close()
         return results
@@ -380,7 +433,10 @@ class Trainer:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.dataset``; write checkpoints, logs, samples and metrics.json."""
-    return Trainer(cfg, run_dir).fit()
+    try:
+        return Trainer(cfg, run_dir).fit()
+    finally:
+        distributed.finish()
 
 
 def peak_memory_mb(device: torch.device) -> float:
