@@ -17,6 +17,9 @@ from typing import Any, Callable
 from genctl.errors import GenctlError
 
 
+PLUGINS = ("optuna", "submitit_slurm", "submitit_local")  # Hydra plugins behind genctl[sweep]
+
+
 def _full_error() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
@@ -36,6 +39,8 @@ def _format(ex: BaseException) -> str | None:
         found = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
         if found:
             group, choice = found.groups()
+            if group.startswith("hydra/") and choice in PLUGINS:
+                return f"{group}={choice} comes from an optional plugin that is not installed: pip install 'genctl[sweep]'"
             options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], re.M)
             return f"unknown {group} '{choice}'; choose one of: {', '.join(options)}"
     if isinstance(ex, (HydraException, OmegaConfBaseException)):
