@@ -29,7 +29,8 @@ FORMAT = 1
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` via a temp file in the same folder, fsync, then rename.
 
-    A crash at any moment leaves either the old file or the new one, never a partial one.
+    A crash at any moment leaves either the old file or the new one, never a partial one; the
+    temp files of writes a crash cut short are removed by the next successful write.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "genctl_version": __version__, **state}
@@ -43,6 +44,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # one writer per run folder: these are dead
+        stale.unlink(missing_ok=True)
 
 
 def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
