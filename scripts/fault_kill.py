@@ -1,8 +1,8 @@
 """Crash safety (issue 7): SIGKILL a training process at random moments, again and again, and
 check every time that the checkpoint left on disk loads and that training resumes from it.
 
-Each round starts `genctl train` (the first round fresh, the others with resume=RUN), waits a
-random time, kills it with SIGKILL (no handler runs, a checkpoint write may be cut in half), then
+Each round starts `genctl train` (fresh until a last.pt exists, then with resume=RUN), waits a
+random time once training has started, kills it with SIGKILL (no handler runs, a checkpoint write may be cut in half), then
 loads RUN/last.pt with genctl's own loader. Checkpoints are written to a temp file and renamed,
 so a kill leaves either the previous complete file or the new one, never a torn one; the step
 count must never go backwards. A last round trains to the end.
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 # a small model on the embedded digits: an epoch takes a fraction of a second and writes last.pt,
 # so kills land in every phase (start-up, steps, validation, checkpoint writes)
 TRAIN = [
-    "model=vae", "model.arch=mlp", "model.hidden=[64]", "model.latent_dim=8", "trainer.epochs=40",
+    "model=vae", "model.arch=mlp", "model.hidden=[64]", "model.latent_dim=8", "trainer.epochs=300",
     "trainer.batch_size=64", "trainer.num_samples=4", "trainer.sample_every=1000", "eval.k=10",
 ]
 
@@ -47,20 +47,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-wait", type=float, default=8.0, help="longest time before a kill, seconds")
+    p.add_argument("--max-wait", type=float, default=5.0, help="longest time from training's start to a kill, seconds")
     p.add_argument("--out", default=str(REPO / "bench_out" / "fault_kill.json"))
     a = p.parse_args()
     rng = random.Random(a.seed)
     run = Path(tempfile.mkdtemp(prefix="genctl-fault-")) / "run"
     rows, previous = [], -1
-    print(f"run folder {run}; {a.kills} SIGKILLs at random times up to {a.max_wait:g}s after start")
+    print(f"run folder {run}; {a.kills} SIGKILLs at random times up to {a.max_wait:g}s into training")
     print("| kill | after (s) | last.pt step | loads | step never went back |")
     print("|---|---|---|---|---|")
     for kill in range(1, a.kills + 1):
         args = TRAIN + ([f"resume={run}"] if (run / "last.pt").exists() else [f"hydra.run.dir={run}"])
         proc = subprocess.Popen([sys.executable, "-m", "genctl", "train", *args], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait = rng.uniform(0.5, a.max_wait)
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for line in proc.stdout:  # start the clock when training starts, not while Python imports
+            if "parameters) on" in line:
+                break
+        wait = rng.uniform(0.0, a.max_wait)
         time.sleep(wait)
         finished = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
