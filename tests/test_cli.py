@@ -297,3 +297,43 @@ def test_bf16_mixed_precision_trains_on_cpu_and_fp16_asks_for_cuda(cli, tmp_path
     assert "trainer.precision=fp16 needs a CUDA device" in one_line_error(code, err)
     code, _, err = cli("train", *TINY, "trainer.precision=16")
     assert "precision=16 is not valid (expected one of 32, bf16, fp16)" in one_line_error(code, err)
+
+
+@pytest.fixture
+def poisoned_steps(monkeypatch):
+    """Make the ELBO NaN on the given (0-based) training steps."""
+    from genctl.losses.elbo import ELBO
+
+    steps: set[int] = set()
+    original = ELBO.__call__
+
+    def poisoned(self, model, x, step, y=None):
+        out = original(self, model, x, step, y)
+        if step in steps:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(ELBO, "__call__", poisoned)
+    return steps
+
+
+def test_a_nonfinite_loss_stops_the_run_naming_step_and_batch(cli, tmp_path, poisoned_steps):
+    poisoned_steps.add(10)  # 8 batches per epoch: the 11th step is epoch 2, batch 3
+    run = tmp_path / "nan"
+    code, _, err = cli("train", *TINY, "trainer.epochs=3", f"hydra.run.dir={run}")
+    assert code == 2 and "Traceback" not in err
+    line = err.split("\r")[-1].strip()  # after the progress bar's last refresh: one line
+    assert "\n" not in line and line.startswith("genctl train: error: non-finite loss at step 11 (epoch 2, batch 3 of 8; window means loss=nan")
+    assert f"the last good checkpoint is {run / 'last.pt'} (step 8)" in line and "trainer.skip_nonfinite=true" in line
+    state = load_checkpoint(run / "last.pt")
+    assert state["progress"]["step"] == 8 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_skip_nonfinite_skips_the_bad_steps_and_finishes(cli, tmp_path, poisoned_steps):
+    poisoned_steps.update({3, 10})
+    run = tmp_path / "skip"
+    code, _, err = cli("train", *TINY, "trainer.epochs=2", "trainer.skip_nonfinite=true", f"hydra.run.dir={run}")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["skipped_steps"] == 2 and metrics["steps"] == 16 and math.isfinite(metrics["train_loss"])
+    assert all(torch.isfinite(v).all() for v in load_checkpoint(run / "last.pt")["model"].values())

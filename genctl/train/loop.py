@@ -71,6 +71,7 @@ class TrainerOptions:
     eval_batch_size: int
     test_at_end: bool
     precision: Literal[32, "bf16", "fp16"]
+    skip_nonfinite: bool
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every", "val_every", "ckpt_every", "sample_every", "eval_batch_size"):
@@ -91,6 +92,7 @@ class Progress:
     elapsed: float = 0.0  # seconds spent training, summed over resumes
     best_val: float = math.inf
     best_epoch: int = 0
+    skipped: int = 0  # steps with a non-finite loss, not applied (trainer.skip_nonfinite)
 
 
 @contextmanager
@@ -279,6 +281,7 @@ class Trainer:
             desc=f"epoch {progress.epoch + 1}/{opts.epochs}", dynamic_ncols=True, leave=False, disable=self.rank > 0,
         )
         sums: dict[str, torch.Tensor] = {}
+        losses: list[torch.Tensor] = []  # this window's per-step losses: which step went non-finite
         window, window_images, window_clock = 0, 0, time.monotonic()
         epoch_sums: dict[str, float] = {}
         epoch_steps = 0
@@ -289,27 +292,30 @@ class Trainer:
                 out = self.step_fn(x, progress.step, y)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(out["loss"]).backward()
-            if opts.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
             progress.step += 1
-            for name, value in out.items():
-                sums[name] = sums.get(name, 0) + value.detach()
-            window += 1
+            # one device sync per step, only when asked for: skip this step if any rank's loss is bad
+            if opts.skip_nonfinite and distributed.max_code(int(not torch.isfinite(out["loss"].detach()).item())):
+                progress.skipped += 1
+                log.warning("step %d (%s): non-finite loss, step skipped (trainer.skip_nonfinite=true)",
+                            progress.step, self.where(0))
+            else:
+                if opts.grad_clip > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                for name, value in out.items():
+                    sums[name] = sums.get(name, 0) + value.detach()
+                losses.append(out["loss"].detach())
+                window += 1
             window_images += len(x)
             progress.elapsed = self.elapsed()
             stop = self.stop_reason(signals)
-            if window == opts.log_every or batches.position >= len(batches.images) or stop:
+            if window and (window == opts.log_every or batches.position >= len(batches.images) or stop):
                 totals = distributed.sum_tensors(list(sums.values()))
                 means = {name: float(total) / (window * self.world) for name, total in zip(sums, totals)}
-                if not all(math.isfinite(v) for v in means.values()):
-                    raise GenctlError(
-                        f"non-finite loss between steps {progress.step - window + 1} and {progress.step} "
-                        f"({', '.join(f'{k}={v}' for k, v in means.items())}); the last good checkpoint is "
-                        f"{self.run_dir / 'last.pt'}: lower optim.lr or set trainer.grad_clip"
-                    )
+                if not math.isfinite(means["loss"]):
+                    self.non_finite(losses, means)
                 now = time.monotonic()
                 self.images_per_s = window_images * self.world / max(now - window_clock, 1e-9)
                 for name, value in means.items():
@@ -319,11 +325,32 @@ class Trainer:
                 self.writer.add_scalar("train/images_per_s", self.images_per_s, progress.step)
                 bar.set_postfix(loss=f"{means['loss']:.3f}", refresh=False)
                 epoch_steps += window
-                sums, window, window_images, window_clock = {}, 0, 0, now
+                sums, losses, window, window_images, window_clock = {}, [], 0, 0, now
             if stop:
                 break
         bar.close()
         return stop, {k: v / max(epoch_steps, 1) for k, v in epoch_sums.items()}
+
+    def where(self, back: int) -> str:
+        """Epoch and batch of the step ``back`` steps before the one just taken."""
+        batch = -(-self.batches.position // self.batches.batch_size) - back
+        return f"epoch {self.progress.epoch + 1}, batch {batch} of {len(self.batches)}"
+
+    def non_finite(self, losses: list[torch.Tensor], means: dict[str, float]) -> None:
+        """Stop on the first non-finite loss of the window, naming its step and batch; the
+        checkpoints on disk predate it and are left alone."""
+        values = torch.stack(losses).float().cpu()
+        bad = torch.nonzero(~torch.isfinite(values)).flatten()
+        back = len(losses) - 1 - int(bad[0]) if len(bad) else 0  # another rank's loss when none is local
+        step = self.progress.step - back
+        last = self.run_dir / "last.pt"
+        kept = (f"the last good checkpoint is {last} (step {load_checkpoint(last)['progress']['step']})"
+                if last.is_file() else "no checkpoint had been written yet")
+        raise GenctlError(
+            f"non-finite loss at step {step} ({self.where(back)}; window means "
+            f"{', '.join(f'{k}={v:.4g}' for k, v in means.items())}); {kept}: lower optim.lr, set "
+            "trainer.grad_clip, or trainer.skip_nonfinite=true to skip such steps"
+        )
 
     def validate(self, train_means: dict[str, float]) -> None:
         """Validation loss (the train loss where there is no validation split) picks best.pt."""
@@ -408,6 +435,7 @@ class Trainer:
             "train_images_per_s": round(progress.step * opts.batch_size / max(progress.elapsed, 1e-9), 1),
             "peak_memory_mb": peak_memory_mb(self.device),
             "best_epoch": progress.best_epoch,
+            "skipped_steps": progress.skipped,
             "best_val_loss": progress.best_val,
             "train_loss": train_means.get("loss"),
         }
