@@ -1,0 +1,189 @@
+"""Where the time goes, measured side by side in one run on this machine (issue 6).
+
+(a) Training images/s on the real MNIST train digits, same model, loss, optimizer and batch:
+    genctl's loop (Trainer.run_epoch: progress bar, LR schedule, stop checks, logging) against a
+    bare loop over pre-staged tensors, and against the usual torchvision-style loop: a Dataset
+    that turns one stored image into a PIL image and back into a tensor per item (what
+    torchvision.datasets.MNIST + ToTensor do), batched by a DataLoader (num_workers=0).
+(b) Sampling 64 digits from the benchmark's PixelCNN and Gated PixelCNN (configs/experiment,
+    fresh weights: the time does not depend on them): fast (incremental) against naive (one full
+    pass per value), and whether both gave the same images for the same seed.
+(c) IWAE evaluation of 1,000 test digits with the default VAE: wall time and peak memory for
+    several k and eval.chunk, each in a fresh process, so peak memory can be compared.
+
+Prints the tables and writes JSON (default bench_out/bench_speed.json).
+Usage: python scripts/bench_speed.py [--data DIR] [--steps 60] [--parts a,b,c]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from genctl.config import config_dir
+from genctl.data import load_dataset
+from genctl.eval.evaluate import evaluate
+from genctl.losses import build_loss
+from genctl.models import build_model
+from genctl.train.loop import NullWriter, Trainer
+from genctl.train.optim import build_optimizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def config(overrides: list[str]):
+    with initialize_config_dir(str(config_dir()), version_base=None):
+        return compose("train", overrides=overrides)
+
+
+class PerItemDigits(Dataset):
+    """torchvision-style: one stored uint8 image -> PIL image -> float tensor -> Bernoulli draw, per item."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images[:, 0].numpy()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        picture = Image.fromarray(self.images[i], mode="L")
+        x = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0).unsqueeze(0)
+        return torch.bernoulli(x)
+
+
+def timed_steps(cfg, batches: Callable[[], object], steps: int) -> float:
+    """Images/s of ``steps`` plain training steps (fresh model, same seed) over ``batches()``."""
+    torch.manual_seed(int(cfg.trainer.seed))
+    model = build_model(cfg.model, (1, 28, 28), True)
+    loss_fn = build_loss(cfg.loss, model, str(cfg.model.name))
+    optimizer = build_optimizer(cfg.optim, model.parameters())
+    seen, start = 0, time.perf_counter()
+    for step, x in zip(range(steps), batches()):
+        out = loss_fn(model, x, step, None)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+        seen += len(x)
+    return seen / (time.perf_counter() - start)
+
+
+def part_a(name: str, overrides: list[str], steps: int) -> list[dict]:
+    cfg = config([*overrides, f"trainer.max_steps={steps}", "trainer.test_at_end=false"])
+    batch = int(cfg.trainer.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp))
+        trainer.writer, trainer._clock, trainer._elapsed_before = NullWriter(), time.monotonic(), 0.0
+        start = time.perf_counter()
+        trainer.run_epoch([])
+        genctl = trainer.progress.step * batch / (time.perf_counter() - start)
+    images, _ = load_dataset(cfg.dataset).train_source()
+    staged = images.float() / 255
+
+    def bare():
+        order = torch.randperm(len(staged))
+        return (torch.bernoulli(staged[order[i : i + batch]]) for i in range(0, len(staged), batch))
+
+    bare_rate = timed_steps(cfg, bare, steps)
+    per_item = timed_steps(cfg, lambda: iter(DataLoader(PerItemDigits(images), batch_size=batch, shuffle=True)), steps)
+    return [
+        {"model": name, "loop": "genctl (Trainer.run_epoch)", "images_per_s": genctl, "genctl_vs": 1.0},
+        {"model": name, "loop": "bare loop, pre-staged tensors", "images_per_s": bare_rate, "genctl_vs": genctl / bare_rate},
+        {"model": name, "loop": "per-item Dataset + DataLoader", "images_per_s": per_item, "genctl_vs": genctl / per_item},
+    ]
+
+
+def part_b(name: str) -> dict:
+    cfg = config([f"experiment=mnist_{name}"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, (1, 28, 28), True).eval()
+    times, images = {}, {}
+    with torch.inference_mode():
+        for fast in (True, False):
+            torch.manual_seed(1)
+            start = time.perf_counter()
+            images[fast] = model.sample(64, fast=fast)
+            times[fast] = time.perf_counter() - start
+    return {"model": name, "fast_s": times[True], "naive_s": times[False], "speedup": times[False] / times[True],
+            "same_images": bool(torch.equal(images[True], images[False]))}
+
+
+def eval_child(ckpt: str, k: int, chunk: int, data: str) -> None:
+    """Run in a fresh process: one IWAE evaluation, then print its wall time and peak memory."""
+    from genctl.train.checkpoint import load_checkpoint, restore_model
+
+    state = load_checkpoint(Path(ckpt))
+    model = restore_model(state, Path(ckpt))
+    test = load_dataset(config(["dataset=mnist", f"dataset.root={data}"]).dataset).fixed("test")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    evaluate(model, test, 100, k, chunk, 0)
+    print(json.dumps({"seconds": time.perf_counter() - start, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "before_mb": before}))
+
+
+def part_c(data: str, settings: list[tuple[int, int]]) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:  # a VAE checkpoint to evaluate (weights barely matter for time)
+        run = Path(tmp) / "vae"
+        subprocess.run([sys.executable, "-m", "genctl", "train", "dataset=mnist", f"dataset.root={data}", "trainer.max_steps=20",
+                        "trainer.test_at_end=false", f"hydra.run.dir={run}"], check=True, cwd=REPO, capture_output=True)
+        for k, chunk in settings:
+            out = subprocess.run([sys.executable, __file__, "--eval-child", str(run / "best.pt"), str(k), str(chunk), "--data", data],
+                                 check=True, cwd=REPO, capture_output=True, text=True)
+            rows.append({"k": k, "chunk": chunk, **json.loads(out.stdout.strip().splitlines()[-1])})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist-9k1k"))
+    p.add_argument("--steps", type=int, default=60, help="training steps per loop in (a)")
+    p.add_argument("--parts", default="a,b,c")
+    p.add_argument("--out", default=str(REPO / "bench_out" / "bench_speed.json"))
+    p.add_argument("--eval-child", nargs=3, metavar=("CKPT", "K", "CHUNK"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.eval_child:
+        eval_child(a.eval_child[0], int(a.eval_child[1]), int(a.eval_child[2]), a.data)
+        return
+    data = str(Path(a.data).resolve())
+    results: dict[str, list] = {}
+    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    if "a" in a.parts:
+        results["training"] = [
+            *part_a("vae (default conv)", ["model=vae", "dataset=mnist", f"dataset.root={data}"], a.steps),
+            *part_a("pixelcnn (benchmark row)", ["experiment=mnist_pixelcnn", f"dataset.root={data}"], a.steps),
+        ]
+        print("\n| model | loop | train images/s | genctl / this |\n|---|---|---|---|")
+        for r in results["training"]:
+            print(f"| {r['model']} | {r['loop']} | {r['images_per_s']:.0f} | {r['genctl_vs']:.3f} |")
+    if "b" in a.parts:
+        results["sampling"] = [part_b("pixelcnn"), part_b("gated_pixelcnn")]
+        print("\n| model | 64 samples fast (s) | naive (s) | speed-up | same images |\n|---|---|---|---|---|")
+        for r in results["sampling"]:
+            print(f"| {r['model']} | {r['fast_s']:.2f} | {r['naive_s']:.2f} | {r['speedup']:.1f}x | {r['same_images']} |")
+    if "c" in a.parts:
+        results["iwae_eval"] = part_c(data, [(100, 100), (500, 100), (500, 20)])
+        print("\n| k | eval.chunk | wall (s) | peak RSS (MB) |\n|---|---|---|---|")
+        for r in results["iwae_eval"]:
+            print(f"| {r['k']} | {r['chunk']} | {r['seconds']:.1f} | {r['peak_mb']:.0f} |")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()
