@@ -177,8 +177,10 @@ class GatedPixelCNN(AutoregressiveModel):
         n, layers = len(x), self.layers
         biases = [layer.label_bias(y) for layer in layers]
         # per layer: vertical and horizontal input maps (layer 0 reads x), vertical pre-activations
-        v_in = [x, *(x.new_zeros(n, layer.residual.in_channels, height, width) for layer in layers[:-1])]
-        h_in = [x, *(x.new_zeros(n, layer.residual.in_channels, height, width) for layer in layers[:-1])]
+        def input_maps() -> list[torch.Tensor]:
+            return [x, *(x.new_zeros(n, layer.residual.in_channels, height, width) for layer in layers[:-1])]
+
+        v_in, h_in = input_maps(), input_maps()
         v_pre = [x.new_zeros(n, layer.link.in_channels, height, width) for layer in layers]
         with tiny_ops(x.device):
             for step, value in enumerate(self.order().tolist()):

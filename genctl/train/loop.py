@@ -112,14 +112,19 @@ def stop_on_signals() -> Iterator[list[str]]:
 
 
 def mean_loss(
-    model: GenerativeModel, loss_fn: Loss, x: torch.Tensor, labels: torch.Tensor | None, batch_size: int, seed: int
+    model: GenerativeModel,
+    loss_fn: Loss,
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    batch_size: int,
+    seed: int,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, float]:
     """The final objective (no warm-up) averaged over ``x``, with a fixed RNG. In data-parallel
     training each rank scores its share of ``x`` and the sums are added up over ranks."""
     sums: dict[str, torch.Tensor] = {}
-    share = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed.active() else (0, 1)
     with evaluating(model, seed):
-        for batch, y in Batches(x, batch_size, labels=labels, shard=share):
+        for batch, y in Batches(x, batch_size, labels=labels, shard=shard):
             for name, value in loss_fn(model, batch, None, y).items():
                 sums[name] = sums.get(name, 0) + value.double() * len(batch)
     totals = distributed.sum_tensors(list(sums.values()))
@@ -356,7 +361,10 @@ class Trainer:
         """Validation loss (the train loss where there is no validation split) picks best.pt."""
         progress = self.progress
         if len(self.val_x):
-            val = mean_loss(self.model, self.loss_fn, self.val_x, self.labels["val"], self.opts.eval_batch_size, self.opts.seed)
+            val = mean_loss(
+                self.model, self.loss_fn, self.val_x, self.labels["val"], self.opts.eval_batch_size, self.opts.seed,
+                shard=(self.rank, self.world),
+            )
             for name, value in val.items():
                 self.writer.add_scalar(f"val/{name}", value, progress.step)
             criterion = val["loss"]
