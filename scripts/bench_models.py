@@ -8,9 +8,11 @@ drawn once from the split seed): exact NLL for autoregressive models, the IWAE b
 the VAE. Sampling time is 64 digits from that checkpoint (fast sampler, in-process).
 
 Prints one Markdown table with the papers' numbers beside it and writes JSON and Markdown
-(default bench_out/models/). A run folder that already holds metrics.json is reused with
---reuse, so an interrupted benchmark continues where it stopped.
-Usage: python scripts/bench_models.py [--budget 15] [--models fvsbn,nade,...] [--data DIR] [--reuse]
+(default bench_out/models/); with --results DIR also the page DIR/RESULTS.md with each row's
+command and a grid of its 64 samples (DIR/results/ROW.png). A run folder that already holds
+metrics.json is reused with --reuse, so an interrupted benchmark continues where it stopped, and
+--reuse alone regenerates the tables and the page from finished runs.
+Usage: python scripts/bench_models.py [--budget 15] [--models fvsbn,nade,...] [--data DIR] [--reuse] [--results docs]
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from genctl.images import save_grid
 from genctl.train.checkpoint import load_checkpoint, restore_model
 
 REPO = Path(__file__).resolve().parents[1]
-# rows: the experiment names without their mnist_ prefix (configs/experiment/mnist_*.yaml)
-ROWS = ["fvsbn", "nade", "made", "vae", "pixelcnn", "gated_pixelcnn", "pixelrnn"]
+# rows: the experiment names without their mnist_ prefix (configs/experiment/mnist_*.yaml); the
+# autoregressive family and the default VAE (issue 4), then the MLP VAE, the hierarchical VAE and
+# its one-group ablation (issue 5)
+ROWS = ["fvsbn", "nade", "made", "vae", "pixelcnn", "gated_pixelcnn", "pixelrnn", "vae_mlp", "hvae", "hvae_1group"]
 # Test NLL in nats on binarized MNIST from the papers (full 60k training set, GPU budgets).
 PAPER = {
     "fvsbn": (97.45, "Larochelle & Murray 2011"),
@@ -45,13 +50,16 @@ PAPER = {
 
 
 def sample_seconds(run: Path, n: int = 64) -> float:
+    """Time to draw ``n`` digits from best.pt (written beside it as samples_best.png)."""
     state = load_checkpoint(run / "best.pt")
     model = restore_model(state, run / "best.pt").eval()
     torch.manual_seed(0)
     with torch.inference_mode():
         start = time.perf_counter()
-        model.sample(n)
-        return time.perf_counter() - start
+        images = model.sample(n)
+        seconds = time.perf_counter() - start
+    save_grid(images, run / "samples_best.png")
+    return seconds
 
 
 def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[str], reuse: bool) -> dict:
@@ -66,6 +74,7 @@ def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[st
     key = "nll_exact" if "nll_exact" in m["test"] else "nll_iwae"
     return {
         "row": name,
+        "run": str(run),
         "model": m["model"],
         "command": "genctl train " + " ".join(args),
         "budget_min": cfg.trainer.max_time,
@@ -82,7 +91,7 @@ def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[st
         "sample_64_s": round(sample_seconds(run), 2),
         "peak_memory_mb": m["peak_memory_mb"],
         "paper_nats": PAPER.get(name, (None, ""))[0],
-        "paper": PAPER.get(name, (None, ""))[1],
+        "paper": PAPER.get(name, (None, "no paper number"))[1],
     }
 
 
@@ -103,6 +112,40 @@ def table(rows: list[dict], budget: float) -> str:
     return "\n".join(lines)
 
 
+def results_page(rows: list[dict], text: str, folder: Path) -> Path:
+    """FOLDER/RESULTS.md: the table, the ordering, how to reproduce each row, and its samples."""
+    images = folder / "results"
+    images.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Results",
+        "",
+        "Written by `python scripts/bench_models.py --results docs` (see its docstring for the protocol);",
+        "regenerate this page from finished runs with `--reuse`. Numbers from one run per row, 2-core CPU.",
+        "",
+        text,
+        "",
+        "Ordering, best first: " + " < ".join(f"{r['row']} {r['nll_nats']:.2f}" for r in sorted(rows, key=lambda r: r["nll_nats"])),
+        "",
+        "## Each row",
+        "",
+    ]
+    for r in rows:
+        grid = images / f"{r['row']}.png"
+        grid.write_bytes((Path(r["run"]) / "samples_best.png").read_bytes())
+        lines += [
+            f"### {r['row']}",
+            "",
+            f"`{r['command']}`: batch {r['batch_size']}, lr {r['lr']:g} ({r['schedule']}), {r['steps']:,} steps; "
+            f"paper: {r['paper']}.",
+            "",
+            f"![64 samples from {r['row']}](results/{grid.name})",
+            "",
+        ]
+    page = folder / "RESULTS.md"
+    page.write_text("\n".join(lines))
+    return page
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist-9k1k"))
@@ -110,6 +153,7 @@ def main() -> None:
     p.add_argument("--budget", type=float, help="training minutes per model (default: the experiments' trainer.max_time)")
     p.add_argument("--out", default=str(REPO / "bench_out" / "models"))
     p.add_argument("--reuse", action="store_true", help="keep runs that already finished (their metrics.json)")
+    p.add_argument("--results", help="also write RESULTS.md and the sample grids into this folder (e.g. docs)")
     p.add_argument("extra", nargs="*", help="overrides added to every run, e.g. eval.k=100")
     a = p.parse_args()
     out = Path(a.out)
@@ -125,6 +169,8 @@ def main() -> None:
     ordered = sorted(rows, key=lambda r: r["nll_nats"])
     print("\nordering (best first): " + " < ".join(f"{r['row']} {r['nll_nats']:.1f}" for r in ordered))
     print(f"written to {out / 'bench_models.json'} and {out / 'bench_models.md'}")
+    if a.results:
+        print(f"results page: {results_page(rows, text, Path(a.results))}")
 
 
 if __name__ == "__main__":

@@ -4,15 +4,19 @@
     genctl's loop (Trainer.run_epoch: progress bar, LR schedule, stop checks, logging) against a
     bare loop over pre-staged tensors, and against the usual torchvision-style loop: a Dataset
     that turns one stored image into a PIL image and back into a tensor per item (what
-    torchvision.datasets.MNIST + ToTensor do), batched by a DataLoader (num_workers=0).
+    torchvision.datasets.MNIST + ToTensor do), batched by a DataLoader (num_workers=0: on 2
+    cores a worker process takes its core from the model). The three loops run interleaved,
+    several times, after a few untimed steps; medians are reported. The default conv VAE and the
+    PixelCNN are compute-bound on a CPU (the data path is ~1% of a step); the MLP VAE is not.
 (b) Sampling 64 digits from the benchmark's PixelCNN and Gated PixelCNN (configs/experiment,
     fresh weights: the time does not depend on them): fast (incremental) against naive (one full
-    pass per value), and whether both gave the same images for the same seed.
+    pass per value), timed in float32; whether both gave the same images for the same seed, in
+    float32 (values differing) and in float64.
 (c) IWAE evaluation of 1,000 test digits with the default VAE: wall time and peak memory for
     several k and eval.chunk, each in a fresh process, so peak memory can be compared.
 
 Prints the tables and writes JSON (default bench_out/bench_speed.json).
-Usage: python scripts/bench_speed.py [--data DIR] [--steps 60] [--parts a,b,c]
+Usage: python scripts/bench_speed.py [--data DIR] [--steps 100] [--repeats 3] [--parts a,b,c]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -64,14 +69,21 @@ class PerItemDigits(Dataset):
         return torch.bernoulli(x)
 
 
-def timed_steps(cfg, batches: Callable[[], object], steps: int) -> float:
-    """Images/s of ``steps`` plain training steps (fresh model, same seed) over ``batches()``."""
+def timed_steps(cfg, batches: Callable[[], object], steps: int, warmup: int) -> float:
+    """Images/s of ``steps`` plain training steps (fresh model, same seed) over ``batches()``,
+    after ``warmup`` untimed steps (first-call allocations)."""
     torch.manual_seed(int(cfg.trainer.seed))
     model = build_model(cfg.model, (1, 28, 28), True)
     loss_fn = build_loss(cfg.loss, model, str(cfg.model.name))
     optimizer = build_optimizer(cfg.optim, model.parameters())
-    seen, start = 0, time.perf_counter()
-    for step, x in zip(range(steps), batches()):
+    seen, start, stream = 0, 0.0, batches()
+    for step in range(warmup + steps):
+        if step == warmup:
+            seen, start = 0, time.perf_counter()
+        x = next(stream, None)
+        if x is None:  # a new epoch
+            stream = batches()
+            x = next(stream)
         out = loss_fn(model, x, step, None)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -80,44 +92,78 @@ def timed_steps(cfg, batches: Callable[[], object], steps: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def part_a(name: str, overrides: list[str], steps: int) -> list[dict]:
-    cfg = config([*overrides, f"trainer.max_steps={steps}", "trainer.test_at_end=false"])
+def genctl_rate(cfg, steps: int, warmup: int) -> float:
+    """Images/s of Trainer.run_epoch over ``steps`` steps, after ``warmup`` untimed ones."""
     batch = int(cfg.trainer.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp))
         trainer.writer, trainer._clock, trainer._elapsed_before = NullWriter(), time.monotonic(), 0.0
-        start = time.perf_counter()
+        trainer.opts = replace(trainer.opts, max_steps=warmup)
         trainer.run_epoch([])
-        genctl = trainer.progress.step * batch / (time.perf_counter() - start)
+        trainer.opts = replace(trainer.opts, max_steps=warmup + steps)
+        done, start = trainer.progress.step, time.perf_counter()
+        while trainer.progress.step < warmup + steps:  # across epoch ends, as training does
+            trainer.run_epoch([])
+        return (trainer.progress.step - done) * batch / (time.perf_counter() - start)
+
+
+LOOPS = ("genctl (Trainer.run_epoch)", "bare loop, pre-staged tensors", "per-item Dataset + DataLoader")
+
+
+def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: int = 5) -> list[dict]:
+    """The three loops, interleaved ``repeats`` times (the machine's drift hits all three alike);
+    the median rate of each."""
+    cfg = config([*overrides, "trainer.test_at_end=false"])
+    batch = int(cfg.trainer.batch_size)
     images, _ = load_dataset(cfg.dataset).train_source()
     staged = images.float() / 255
 
     def bare():
         order = torch.randperm(len(staged))
-        return (torch.bernoulli(staged[order[i : i + batch]]) for i in range(0, len(staged), batch))
+        return (torch.bernoulli(staged[order[i : i + batch]]) for i in range(0, len(staged) - batch + 1, batch))
 
-    bare_rate = timed_steps(cfg, bare, steps)
-    per_item = timed_steps(cfg, lambda: iter(DataLoader(PerItemDigits(images), batch_size=batch, shuffle=True)), steps)
+    def per_item():
+        return iter(DataLoader(PerItemDigits(images), batch_size=batch, shuffle=True, drop_last=True))
+
+    rates: dict[str, list[float]] = {loop: [] for loop in LOOPS}
+    for _ in range(repeats):
+        rates[LOOPS[0]].append(genctl_rate(cfg, steps, warmup))
+        rates[LOOPS[1]].append(timed_steps(cfg, bare, steps, warmup))
+        rates[LOOPS[2]].append(timed_steps(cfg, per_item, steps, warmup))
+    median = {loop: float(np.median(r)) for loop, r in rates.items()}
     return [
-        {"model": name, "loop": "genctl (Trainer.run_epoch)", "images_per_s": genctl, "genctl_vs": 1.0},
-        {"model": name, "loop": "bare loop, pre-staged tensors", "images_per_s": bare_rate, "genctl_vs": genctl / bare_rate},
-        {"model": name, "loop": "per-item Dataset + DataLoader", "images_per_s": per_item, "genctl_vs": genctl / per_item},
+        {"model": name, "batch": batch, "loop": loop, "images_per_s": median[loop], "runs": rates[loop],
+         "genctl_vs": median[LOOPS[0]] / median[loop]}
+        for loop in LOOPS
     ]
 
 
 def part_b(name: str) -> dict:
+    """Fast against naive sampling, timed in float32. Both compute the same conditionals but sum
+    in different orders, so in float32 a draw that lands within a rounding error of its
+    probability can flip; equality of the algorithms is checked again in float64."""
     cfg = config([f"experiment=mnist_{name}"])
     torch.manual_seed(0)
     model = build_model(cfg.model, (1, 28, 28), True).eval()
+
+    def draw(fast: bool) -> torch.Tensor:
+        torch.manual_seed(1)
+        return model.sample(64, fast=fast)
+
     times, images = {}, {}
     with torch.inference_mode():
         for fast in (True, False):
-            torch.manual_seed(1)
             start = time.perf_counter()
-            images[fast] = model.sample(64, fast=fast)
+            images[fast] = draw(fast)
             times[fast] = time.perf_counter() - start
+        model.double()
+        torch.set_default_dtype(torch.float64)
+        try:
+            same64 = torch.equal(draw(True), draw(False))
+        finally:
+            torch.set_default_dtype(torch.float32)
     return {"model": name, "fast_s": times[True], "naive_s": times[False], "speedup": times[False] / times[True],
-            "same_images": bool(torch.equal(images[True], images[False]))}
+            "differing_values_float32": int((images[True] != images[False]).sum()), "same_images_float64": same64}
 
 
 def eval_child(ckpt: str, k: int, chunk: int, data: str) -> None:
@@ -150,7 +196,8 @@ def part_c(data: str, settings: list[tuple[int, int]]) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist-9k1k"))
-    p.add_argument("--steps", type=int, default=60, help="training steps per loop in (a)")
+    p.add_argument("--steps", type=int, default=100, help="timed training steps per loop and repeat in (a)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the three loops in (a)")
     p.add_argument("--parts", default="a,b,c")
     p.add_argument("--out", default=str(REPO / "bench_out" / "bench_speed.json"))
     p.add_argument("--eval-child", nargs=3, metavar=("CKPT", "K", "CHUNK"), help=argparse.SUPPRESS)
@@ -163,17 +210,25 @@ def main() -> None:
     print(f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     if "a" in a.parts:
         results["training"] = [
-            *part_a("vae (default conv)", ["model=vae", "dataset=mnist", f"dataset.root={data}"], a.steps),
-            *part_a("pixelcnn (benchmark row)", ["experiment=mnist_pixelcnn", f"dataset.root={data}"], a.steps),
+            row
+            for name, overrides in (
+                ("vae (default conv)", ["model=vae", "dataset=mnist"]),
+                ("pixelcnn (benchmark row)", ["experiment=mnist_pixelcnn"]),
+                ("vae_mlp (benchmark row)", ["experiment=mnist_vae_mlp"]),
+            )
+            for row in part_a(name, [*overrides, f"dataset.root={data}"], a.steps, a.repeats)
         ]
-        print("\n| model | loop | train images/s | genctl / this |\n|---|---|---|---|")
+        print(f"\n{a.repeats} interleaved repeats of {a.steps} steps, medians\n")
+        print("| model | batch | loop | train images/s | genctl / this |\n|---|---|---|---|---|")
         for r in results["training"]:
-            print(f"| {r['model']} | {r['loop']} | {r['images_per_s']:.0f} | {r['genctl_vs']:.3f} |")
+            print(f"| {r['model']} | {r['batch']} | {r['loop']} | {r['images_per_s']:.0f} | {r['genctl_vs']:.3f} |")
     if "b" in a.parts:
         results["sampling"] = [part_b("pixelcnn"), part_b("gated_pixelcnn")]
-        print("\n| model | 64 samples fast (s) | naive (s) | speed-up | same images |\n|---|---|---|---|---|")
+        print("\n| model | 64 samples fast (s) | naive (s) | speed-up | values differing (float32) | same images (float64) |")
+        print("|---|---|---|---|---|---|")
         for r in results["sampling"]:
-            print(f"| {r['model']} | {r['fast_s']:.2f} | {r['naive_s']:.2f} | {r['speedup']:.1f}x | {r['same_images']} |")
+            print(f"| {r['model']} | {r['fast_s']:.2f} | {r['naive_s']:.2f} | {r['speedup']:.1f}x | "
+                  f"{r['differing_values_float32']} of {64 * 28 * 28} | {r['same_images_float64']} |")
     if "c" in a.parts:
         results["iwae_eval"] = part_c(data, [(100, 100), (500, 100), (500, 20)])
         print("\n| k | eval.chunk | wall (s) | peak RSS (MB) |\n|---|---|---|---|")

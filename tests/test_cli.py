@@ -81,7 +81,8 @@ def test_train_eval_sample_round_trip(cli, tmp_path):
     assert metrics["test"]["nll_iwae"]["estimator"] == "IWAE bound, k=4"
     assert metrics["test"]["nll_iwae"]["nats"] <= metrics["test"]["nll_elbo"]["nats"] + 5
     state = load_checkpoint(run / "last.pt")
-    assert {"model", "optimizer", "rng", "progress", "config", "data"} <= set(state)
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "progress", "config", "data", "genctl_version"} <= set(state)
+    assert {"torch", "numpy", "python", "data"} <= set(state["rng"]) and state["progress"]["step"] > 0
 
     code, out, err = cli("eval", f"ckpt={run}", "eval.k=8", "eval.chunk=3")
     assert code == 0, err
@@ -168,7 +169,8 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(cli, tmp_path):
-    common = [*TINY, "trainer.epochs=3", "trainer.test_at_end=false", "trainer.batch_size=128"]
+    common = [*TINY, "trainer.epochs=3", "trainer.test_at_end=false", "trainer.batch_size=128",
+              "optim.schedule=cosine", "optim.warmup_steps=5"]
     code, _, err = cli("train", *common, f"hydra.run.dir={tmp_path / 'straight'}")
     assert code == 0, err
     # stop mid-epoch (step 20 of 15 per epoch), then continue with only resume= given
@@ -279,6 +281,24 @@ def test_eval_and_sample_build_no_autograd_graph(cli, tmp_path, monkeypatch, mod
     finally:
         handle.remove()
     assert not any(seen)
+
+
+@pytest.mark.slow
+def test_compiled_training_step_matches_eager(cli, tmp_path):
+    """trainer.compile=true runs the loss through torch.compile: same losses, same weights up to rounding."""
+    common = ["model=fvsbn", "trainer.batch_size=256", "trainer.max_steps=4", "trainer.num_samples=4",
+              "trainer.test_at_end=false"]
+    runs, graphs = {}, {}
+    for flag in ("false", "true"):
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        code, _, err = cli("train", *common, f"trainer.compile={flag}", f"hydra.run.dir={tmp_path / flag}")
+        assert code == 0, err
+        runs[flag] = final_weights(tmp_path / flag)
+        graphs[flag] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs == {"false": 0, "true": graphs["true"]} and graphs["true"] >= 1
+    for name in runs["false"]:
+        torch.testing.assert_close(runs["true"][name], runs["false"][name], rtol=1e-4, atol=1e-5)
 
 
 def test_bf16_mixed_precision_trains_on_cpu_and_fp16_asks_for_cuda(cli, tmp_path):

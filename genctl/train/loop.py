@@ -72,6 +72,7 @@ class TrainerOptions:
     test_at_end: bool
     precision: Literal[32, "bf16", "fp16"]
     skip_nonfinite: bool
+    compile: bool
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every", "val_every", "ckpt_every", "sample_every", "eval_batch_size"):
@@ -209,6 +210,8 @@ class Trainer:
         if self.world > 1:  # rank 0's initial weights are broadcast; gradients are averaged
             self.step_fn = DistributedDataParallel(self.step_fn, device_ids=[self.device] if self.device.type == "cuda" else None)
             torch.manual_seed(opts.seed + 1_000_003 * self.rank)  # each rank its own posterior noise
+        if opts.compile:  # the training step only: evaluation and sampling run the plain module
+            self.step_fn = torch.compile(self.step_fn)
         self.val_x = data.fixed("val").to(self.device)
         self.progress = Progress()
         self.config = OmegaConf.to_container(cfg, resolve=True)
@@ -223,6 +226,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if "scaler" in state:  # absent in checkpoints written before trainer.precision existed
             self.scaler.load_state_dict(state["scaler"])
+        if "scheduler" in state:  # as torch's schedulers do: the schedule continues from the stored LRs
+            self.base_lrs = list(state["scheduler"]["base_lrs"])
         self.batches.load_state_dict(state["data"])
         ranks = state.get("rng_ranks") or [state["rng"]]
         restore_rng_state(ranks[self.rank] if self.rank < len(ranks) else state["rng"], self.batches.generator)
@@ -241,6 +246,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            # the LR schedule is a function of (step, elapsed time) in "progress"; this is its state
+            "scheduler": {"base_lrs": self.base_lrs, "schedule": str(self.cfg.optim.schedule)},
             "data": self.batches.state_dict(),
             "rng": rng_ranks[0],
             "rng_ranks": rng_ranks,
