@@ -21,8 +21,10 @@ TINY_AR = {
     "nade": {"hidden": 7, "activation": "sigmoid"},
     "made": {"hidden": [23, 19], "activation": "relu", "num_masks": 3, "order_agnostic": True, "eval_masks": 3, "seed": 0},
     "made_1mask": {"name": "made", "hidden": [30], "activation": "relu", "num_masks": 1, "order_agnostic": False, "eval_masks": 1, "seed": 0},
-    "pixelcnn": {"channels": 12, "blocks": 2, "first_kernel": 5, "head": 6},
+    "pixelcnn": {"channels": 12, "blocks": 2, "first_kernel": 5, "kernel": 3, "head": 6},
+    "pixelcnn_k5": {"name": "pixelcnn", "channels": 12, "blocks": 2, "first_kernel": 3, "kernel": 5, "head": 6},
     "gated_pixelcnn": {"channels": 6, "layers": 2, "kernel": 3, "head": 6, "num_classes": 0},
+    "gated_pixelcnn_k5": {"name": "gated_pixelcnn", "channels": 6, "layers": 2, "kernel": 5, "head": 6, "num_classes": 0},
     "pixelrnn": {"variant": "row_lstm", "hidden": 6, "layers": 1, "head": 6},
     "pixelrnn_diagonal": {"name": "pixelrnn", "variant": "diagonal_bilstm", "hidden": 6, "layers": 1, "head": 6},
 }
@@ -115,18 +117,25 @@ def test_tiny_fvsbn_is_normalized_and_its_samples_follow_its_conditionals():
 @pytest.mark.parametrize("shape, binary", SHAPES)
 @pytest.mark.parametrize("key", [k for k in TINY_AR if "pixel" in k or k == "nade"])
 def test_fast_sampling_gives_the_reference_samplers_images(key, shape, binary):
-    """Same seed, same images: fast=True (caches or crops) against one full pass per value.
+    """Same seed, same conditionals and images: fast=True (caches or crops) against one full
+    pass per value. The conditionals are compared, not only the draws: a fresh model's
+    near-uniform probabilities seldom let a wrong conditional change a draw.
 
     float64, so that float32 rounding between the two paths cannot tip a 256-way draw.
     """
     model = make(key, shape, binary).eval().double()
     start = torch.zeros(4, *shape, dtype=torch.float64)
+    draw, seen = model.draw, {True: [], False: []}
+    images = {}
     with torch.no_grad():
-        torch.manual_seed(3)
-        fast = model.complete(start, 0, fast=True)
-        torch.manual_seed(3)
-        reference = model.complete(start, 0, fast=False)
-    assert torch.equal(fast, reference)
+        for fast in (True, False):
+            model.draw = lambda logits, t, fast=fast: seen[fast].append(logits.clone()) or draw(logits, t)
+            torch.manual_seed(3)
+            images[fast] = model.complete(start, 0, fast=fast)
+    assert len(seen[True]) == len(seen[False]) == math.prod(shape)
+    for step, (a, b) in enumerate(zip(seen[True], seen[False])):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9, msg=f"value {step}")
+    assert torch.equal(images[True], images[False])
 
 
 WINDOWED = ["pixelcnn", "gated_pixelcnn", "pixelrnn", "pixelrnn_diagonal"]

@@ -1,6 +1,7 @@
 """PixelCNN (van den Oord, Kalchbrenner & Kavukcuoglu, "Pixel Recurrent Neural Networks", ICML
 2016, sections 3.4-3.5): a 7x7 mask-A convolution, residual blocks of 1x1 -> 3x3 mask-B -> 1x1
-convolutions, and two 1x1 mask-B layers to the per-value logits (R -> G -> B for colour).
+convolutions (``kernel``: the paper's 3; wider kernels reach more rows per block), and two 1x1
+mask-B layers to the per-value logits (R -> G -> B for colour).
 
 Its conditionals have a blind spot to the upper right (fixed by ``gated_pixelcnn``).
 
@@ -20,17 +21,17 @@ from genctl.models.masked import MaskedConv2d, pointwise
 
 
 class ResidualBlock(nn.Module):
-    """ReLU -> 1x1 (2h -> h) -> ReLU -> 3x3 mask B -> ReLU -> 1x1 (h -> 2h), plus the input.
+    """ReLU -> 1x1 (2h -> h) -> ReLU -> k x k mask B -> ReLU -> 1x1 (h -> 2h), plus the input.
 
     Returns ``x + f(x)``; callers must not add ``x`` again.
     """
 
-    def __init__(self, channels: int, colors: int) -> None:
+    def __init__(self, channels: int, colors: int, kernel: int) -> None:
         super().__init__()
         half = channels // 2
         self.f = nn.Sequential(
             nn.ReLU(), MaskedConv2d(channels, half, 1, "B", colors),
-            nn.ReLU(), MaskedConv2d(half, half, 3, "B", colors),
+            nn.ReLU(), MaskedConv2d(half, half, kernel, "B", colors),
             nn.ReLU(), MaskedConv2d(half, channels, 1, "B", colors),
         )
 
@@ -41,20 +42,29 @@ class ResidualBlock(nn.Module):
 @MODELS.register("pixelcnn")
 class PixelCNN(AutoregressiveModel):
     def __init__(
-        self, data_shape: tuple[int, int, int], binary: bool, channels: int, blocks: int, first_kernel: int, head: int
+        self,
+        data_shape: tuple[int, int, int],
+        binary: bool,
+        channels: int,
+        blocks: int,
+        first_kernel: int,
+        kernel: int,
+        head: int,
     ) -> None:
         super().__init__(data_shape, binary)
         colors = data_shape[0]
         if channels % (2 * colors) or head % colors:
             raise ValueError(f"channels must be divisible by {2 * colors} and head by {colors} (colour groups)")
+        if kernel < 1 or kernel % 2 == 0 or first_kernel < 1 or first_kernel % 2 == 0:
+            raise ValueError(f"kernel and first_kernel must be odd, got {kernel} and {first_kernel}")
         out = colors * (1 if binary else self.levels)
         self.net = nn.Sequential(
             MaskedConv2d(colors, channels, first_kernel, "A", colors),
-            *(ResidualBlock(channels, colors) for _ in range(blocks)),
+            *(ResidualBlock(channels, colors, kernel) for _ in range(blocks)),
             nn.ReLU(), MaskedConv2d(channels, head, 1, "B", colors),
             nn.ReLU(), MaskedConv2d(head, out, 1, "B", colors),
         )
-        reach = first_kernel // 2 + blocks
+        reach = first_kernel // 2 + blocks * (kernel // 2)
         self.window = (reach, reach, reach)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +77,10 @@ class PixelCNN(AutoregressiveModel):
             return super().complete(x, known, temperature, fast=False)
         x = x.clone()
         colors, height, width = self.data_shape
-        caches: dict[nn.Module, torch.Tensor] = {}
+        # The first convolution's input map is x itself, so each value drawn is seen from then
+        # on. Deeper maps at a pixel are final once its last value is due: they depend on its
+        # earlier values only (mask A at the centre).
+        caches: dict[nn.Module, torch.Tensor] = {self.net[0]: x}
         with tiny_ops(x.device):
             for n, i in enumerate(self.order().tolist()):
                 c, rest = divmod(i, height * width)
