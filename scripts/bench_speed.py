@@ -14,9 +14,11 @@
     float32 (values differing) and in float64.
 (c) IWAE evaluation of 1,000 test digits with the default VAE: wall time and peak memory for
     several k and eval.chunk, each in a fresh process, so peak memory can be compared.
+(d) trainer.compile: training images/s with and without torch.compile of the training step,
+    over pre-staged batches, for the default VAE and the benchmark's PixelCNNs and hvae.
 
 Prints the tables and writes JSON (default bench_out/bench_speed.json).
-Usage: python scripts/bench_speed.py [--data DIR] [--steps 100] [--repeats 3] [--parts a,b,c]
+Usage: python scripts/bench_speed.py [--data DIR] [--steps 100] [--repeats 3] [--parts a,b,c,d]
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from genctl.data import load_dataset
 from genctl.eval.evaluate import evaluate
 from genctl.losses import build_loss
 from genctl.models import build_model
-from genctl.train.loop import NullWriter, Trainer
+from genctl.train.loop import LossStep, NullWriter, Trainer
 from genctl.train.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,12 +71,14 @@ class PerItemDigits(Dataset):
         return torch.bernoulli(x)
 
 
-def timed_steps(cfg, batches: Callable[[], object], steps: int, warmup: int) -> float:
+def timed_steps(cfg, batches: Callable[[], object], steps: int, warmup: int, compiled: bool = False) -> float:
     """Images/s of ``steps`` plain training steps (fresh model, same seed) over ``batches()``,
-    after ``warmup`` untimed steps (first-call allocations)."""
+    after ``warmup`` untimed steps (first-call allocations; compilation when ``compiled``)."""
     torch.manual_seed(int(cfg.trainer.seed))
     model = build_model(cfg.model, (1, 28, 28), True)
     loss_fn = build_loss(cfg.loss, model, str(cfg.model.name))
+    if compiled:
+        loss_fn = torch.compile(LossStep(model, loss_fn))
     optimizer = build_optimizer(cfg.optim, model.parameters())
     seen, start, stream = 0, 0.0, batches()
     for step in range(warmup + steps):
@@ -84,7 +88,7 @@ def timed_steps(cfg, batches: Callable[[], object], steps: int, warmup: int) -> 
         if x is None:  # a new epoch
             stream = batches()
             x = next(stream)
-        out = loss_fn(model, x, step, None)
+        out = loss_fn(x, step, None) if compiled else loss_fn(model, x, step, None)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
@@ -107,6 +111,17 @@ def genctl_rate(cfg, steps: int, warmup: int) -> float:
         return (trainer.progress.step - done) * batch / (time.perf_counter() - start)
 
 
+def staged_batches(images: torch.Tensor, batch: int) -> Callable[[], object]:
+    """An epoch of shuffled, freshly binarized batches from images already in memory as floats."""
+    staged = images.float() / 255
+
+    def epoch():
+        order = torch.randperm(len(staged))
+        return (torch.bernoulli(staged[order[i : i + batch]]) for i in range(0, len(staged) - batch + 1, batch))
+
+    return epoch
+
+
 LOOPS = ("genctl (Trainer.run_epoch)", "bare loop, pre-staged tensors", "per-item Dataset + DataLoader")
 
 
@@ -116,11 +131,7 @@ def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: in
     cfg = config([*overrides, "trainer.test_at_end=false"])
     batch = int(cfg.trainer.batch_size)
     images, _ = load_dataset(cfg.dataset).train_source()
-    staged = images.float() / 255
-
-    def bare():
-        order = torch.randperm(len(staged))
-        return (torch.bernoulli(staged[order[i : i + batch]]) for i in range(0, len(staged) - batch + 1, batch))
+    bare = staged_batches(images, batch)
 
     def per_item():
         return iter(DataLoader(PerItemDigits(images), batch_size=batch, shuffle=True, drop_last=True))
@@ -166,6 +177,20 @@ def part_b(name: str) -> dict:
             "differing_values_float32": int((images[True] != images[False]).sum()), "same_images_float64": same64}
 
 
+def part_d(name: str, overrides: list[str], steps: int, repeats: int, warmup: int = 5) -> dict:
+    """trainer.compile's effect: eager against torch.compile'd training steps, interleaved."""
+    cfg = config(overrides)
+    images, _ = load_dataset(cfg.dataset).train_source()
+    batches = staged_batches(images, int(cfg.trainer.batch_size))
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeats):
+        for compiled in (False, True):
+            rates[compiled].append(timed_steps(cfg, batches, steps, warmup, compiled))
+    eager, compiled = float(np.median(rates[False])), float(np.median(rates[True]))
+    return {"model": name, "batch": int(cfg.trainer.batch_size), "eager": eager, "compiled": compiled,
+            "ratio": compiled / eager}
+
+
 def eval_child(ckpt: str, k: int, chunk: int, data: str) -> None:
     """Run in a fresh process: one IWAE evaluation, then print its wall time and peak memory."""
     from genctl.train.checkpoint import load_checkpoint, restore_model
@@ -198,7 +223,7 @@ def main() -> None:
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist-9k1k"))
     p.add_argument("--steps", type=int, default=100, help="timed training steps per loop and repeat in (a)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the three loops in (a)")
-    p.add_argument("--parts", default="a,b,c")
+    p.add_argument("--parts", default="a,b,c,d")
     p.add_argument("--out", default=str(REPO / "bench_out" / "bench_speed.json"))
     p.add_argument("--eval-child", nargs=3, metavar=("CKPT", "K", "CHUNK"), help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -230,10 +255,24 @@ def main() -> None:
             print(f"| {r['model']} | {r['fast_s']:.2f} | {r['naive_s']:.2f} | {r['speedup']:.1f}x | "
                   f"{r['differing_values_float32']} of {64 * 28 * 28} | {r['same_images_float64']} |")
     if "c" in a.parts:
-        results["iwae_eval"] = part_c(data, [(100, 100), (500, 100), (500, 20)])
+        results["iwae_eval"] = part_c(data, [(100, 20), (500, 20), (500, 100)])
         print("\n| k | eval.chunk | wall (s) | peak RSS (MB) |\n|---|---|---|---|")
         for r in results["iwae_eval"]:
             print(f"| {r['k']} | {r['chunk']} | {r['seconds']:.1f} | {r['peak_mb']:.0f} |")
+    if "d" in a.parts:
+        results["compile"] = [
+            part_d(name, [*overrides, f"dataset.root={data}"], a.steps, a.repeats)
+            for name, overrides in (
+                ("vae (default conv)", ["model=vae", "dataset=mnist"]),
+                ("pixelcnn (benchmark row)", ["experiment=mnist_pixelcnn"]),
+                ("gated_pixelcnn (benchmark row)", ["experiment=mnist_gated_pixelcnn"]),
+                ("hvae (benchmark row)", ["experiment=mnist_hvae"]),
+            )
+        ]
+        print(f"\ntrainer.compile: {a.repeats} interleaved repeats of {a.steps} steps after 5 untimed ones, medians\n")
+        print("| model | batch | eager images/s | compiled images/s | compiled / eager |\n|---|---|---|---|---|")
+        for r in results["compile"]:
+            print(f"| {r['model']} | {r['batch']} | {r['eager']:.0f} | {r['compiled']:.0f} | {r['ratio']:.2f}x |")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
