@@ -186,6 +186,20 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(cli, tmp_path):
         assert torch.equal(straight[name], resumed[name]), name
 
 
+def test_resuming_a_run_whose_budget_is_spent_only_tests_it(cli, tmp_path):
+    run = tmp_path / "done"
+    code, _, err = cli("train", *TINY, "trainer.max_steps=3", "trainer.test_at_end=false", f"hydra.run.dir={run}")
+    assert code == 0, err
+    assert "test" not in json.loads((run / "metrics.json").read_text())
+    before = final_weights(run)
+    code, _, err = cli("train", f"resume={run}", "trainer.test_at_end=true", "eval.k=3")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["stopped"] == "max_steps"
+    assert metrics["test"]["nll_iwae"]["estimator"] == "IWAE bound, k=3"
+    assert all(torch.equal(before[name], value) for name, value in final_weights(run).items())
+
+
 def test_autoregressive_round_trip_with_exact_nll_and_completion(cli, tmp_path):
     run = tmp_path / "pcnn"
     tiny = ["model=pixelcnn", "model.channels=8", "model.blocks=1", "model.head=8", "trainer.max_steps=3",

@@ -407,7 +407,8 @@ class Trainer:
             "x".join(map(str, data.shape)), data.binarize,
         )
         self._clock, self._elapsed_before = time.monotonic(), progress.elapsed
-        stop, train_means = None, {}
+        # a resumed run whose budget is already spent only finishes: it tests best.pt, no extra step
+        stop, train_means = (self.stop_reason([]) if progress.step else None), {}
         with stop_on_signals() as signals:
             while progress.epoch < opts.epochs and stop is None:
                 stop, train_means = self.run_epoch(signals)
