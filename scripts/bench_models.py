@@ -82,7 +82,7 @@ def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[st
         "row": name,
         "run": str(run),
         "model": m["model"],
-        "command": "genctl train " + " ".join(args),
+        "command": "genctl train " + " ".join(args).replace(str(data), os.path.relpath(data, REPO)),
         "budget_min": cfg.trainer.max_time,
         "batch_size": cfg.trainer.batch_size,
         "lr": cfg.optim.lr,
