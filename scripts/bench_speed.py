@@ -76,9 +76,9 @@ def timed_steps(cfg, batches: Callable[[], object], steps: int, warmup: int, com
     after ``warmup`` untimed steps (first-call allocations; compilation when ``compiled``)."""
     torch.manual_seed(int(cfg.trainer.seed))
     model = build_model(cfg.model, (1, 28, 28), True)
-    loss_fn = build_loss(cfg.loss, model, str(cfg.model.name))
+    step_fn = LossStep(model, build_loss(cfg.loss, model, str(cfg.model.name)))
     if compiled:
-        loss_fn = torch.compile(LossStep(model, loss_fn))
+        step_fn = torch.compile(step_fn)
     optimizer = build_optimizer(cfg.optim, model.parameters())
     seen, start, stream = 0, 0.0, batches()
     for step in range(warmup + steps):
@@ -88,7 +88,7 @@ def timed_steps(cfg, batches: Callable[[], object], steps: int, warmup: int, com
         if x is None:  # a new epoch
             stream = batches()
             x = next(stream)
-        out = loss_fn(x, step, None) if compiled else loss_fn(model, x, step, None)
+        out = step_fn(x, step, None)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
