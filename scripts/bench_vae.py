@@ -103,7 +103,7 @@ def main() -> None:
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = [f"dataset=mnist", f"dataset.root={Path(a.data).resolve()}"]
+    data = ["dataset=mnist", f"dataset.root={Path(a.data).resolve()}"]
     rows = []
     for row in a.rows.split(","):
         if row == "reference":
