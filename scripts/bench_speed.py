@@ -5,9 +5,11 @@
     bare loop over pre-staged tensors, and against the usual torchvision-style loop: a Dataset
     that turns one stored image into a PIL image and back into a tensor per item (what
     torchvision.datasets.MNIST + ToTensor do), batched by a DataLoader (num_workers=0: on 2
-    cores a worker process takes its core from the model). The three loops run interleaved,
-    several times, after a few untimed steps; medians are reported. The default conv VAE and the
-    PixelCNN are compute-bound on a CPU (the data path is ~1% of a step); the MLP VAE is not.
+    cores a worker process takes its core from the model). All three take eager steps (the
+    benchmark rows' trainer.compile is part (d)). The loops run interleaved in rotating order,
+    several times, after a few untimed steps; medians are reported. Each loop's data path is
+    also timed alone: its share of a step bounds what any loop can gain over another. The conv
+    VAE and the PixelCNN are compute-bound on a CPU; the MLP VAE's steps are ~40x shorter.
 (b) Sampling 64 digits from the benchmark's PixelCNN and Gated PixelCNN (configs/experiment,
     fresh weights: the time does not depend on them): fast (incremental) against naive (one full
     pass per value), timed in float32; whether both gave the same images for the same seed, in
@@ -32,7 +34,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -41,7 +43,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from genctl.config import config_dir
-from genctl.data import load_dataset
+from genctl.data import Batches, load_dataset
 from genctl.eval.evaluate import evaluate
 from genctl.losses import build_loss
 from genctl.models import build_model
@@ -125,26 +127,42 @@ def staged_batches(images: torch.Tensor, batch: int) -> Callable[[], object]:
 LOOPS = ("genctl (Trainer.run_epoch)", "bare loop, pre-staged tensors", "per-item Dataset + DataLoader")
 
 
+def data_ms(batches: Callable[[], Iterator], n: int = 50) -> float:
+    """Milliseconds per batch spent producing ``n`` batches alone, no model: the most a loop
+    can gain or lose through its data path."""
+    stream, start = batches(), time.perf_counter()
+    for _ in range(n):
+        next(stream)
+    return (time.perf_counter() - start) * 1000 / n
+
+
 def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: int = 5) -> list[dict]:
-    """The three loops, interleaved ``repeats`` times (the machine's drift hits all three alike);
-    the median rate of each."""
-    cfg = config([*overrides, "trainer.test_at_end=false"])
+    """The three loops, interleaved ``repeats`` times in rotating order (the machine's drift hits
+    all three alike); the median rate of each. Eager steps for all three (part (d) measures
+    trainer.compile)."""
+    cfg = config([*overrides, "trainer.test_at_end=false", "trainer.compile=false"])
     batch = int(cfg.trainer.batch_size)
-    images, _ = load_dataset(cfg.dataset).train_source()
+    images, dynamic = load_dataset(cfg.dataset).train_source()
     bare = staged_batches(images, batch)
 
     def per_item():
         return iter(DataLoader(PerItemDigits(images), batch_size=batch, shuffle=True, drop_last=True))
 
+    def genctl_batches():
+        return iter(Batches(images, batch, shuffle=True, dynamic_binarize=dynamic, generator=torch.Generator().manual_seed(0)))
+
+    runs = {LOOPS[0]: lambda: genctl_rate(cfg, steps, warmup), LOOPS[1]: lambda: timed_steps(cfg, bare, steps, warmup),
+            LOOPS[2]: lambda: timed_steps(cfg, per_item, steps, warmup)}
     rates: dict[str, list[float]] = {loop: [] for loop in LOOPS}
-    for _ in range(repeats):
-        rates[LOOPS[0]].append(genctl_rate(cfg, steps, warmup))
-        rates[LOOPS[1]].append(timed_steps(cfg, bare, steps, warmup))
-        rates[LOOPS[2]].append(timed_steps(cfg, per_item, steps, warmup))
+    for r in range(repeats):
+        for loop in LOOPS[r % 3 :] + LOOPS[: r % 3]:
+            rates[loop].append(runs[loop]())
     median = {loop: float(np.median(r)) for loop, r in rates.items()}
+    data = dict(zip(LOOPS, (data_ms(genctl_batches), data_ms(bare), data_ms(per_item))))
     return [
-        {"model": name, "batch": batch, "loop": loop, "images_per_s": median[loop], "runs": rates[loop],
-         "genctl_vs": median[LOOPS[0]] / median[loop]}
+        {"model": name, "batch": batch, "steps": steps, "loop": loop, "images_per_s": median[loop], "runs": rates[loop],
+         "genctl_vs": median[LOOPS[0]] / median[loop], "data_ms_per_batch": data[loop],
+         "data_share": data[loop] / (1000 * batch / median[loop])}
         for loop in LOOPS
     ]
 
@@ -236,17 +254,20 @@ def main() -> None:
     if "a" in a.parts:
         results["training"] = [
             row
-            for name, overrides in (
-                ("vae (default conv)", ["model=vae", "dataset=mnist"]),
-                ("pixelcnn (benchmark row)", ["experiment=mnist_pixelcnn"]),
-                ("vae_mlp (benchmark row)", ["experiment=mnist_vae_mlp"]),
+            for name, overrides, steps in (
+                ("vae (default conv)", ["model=vae", "dataset=mnist"], a.steps),
+                ("pixelcnn (benchmark row)", ["experiment=mnist_pixelcnn"], a.steps),
+                ("vae_mlp (benchmark row)", ["experiment=mnist_vae_mlp"], 5 * a.steps),  # ~40x shorter steps
             )
-            for row in part_a(name, [*overrides, f"dataset.root={data}"], a.steps, a.repeats)
+            for row in part_a(name, [*overrides, f"dataset.root={data}"], steps, a.repeats)
         ]
-        print(f"\n{a.repeats} interleaved repeats of {a.steps} steps, medians\n")
-        print("| model | batch | loop | train images/s | genctl / this |\n|---|---|---|---|---|")
+        print(f"\n{a.repeats} interleaved repeats (rotating order) of the steps shown after 5 untimed ones, medians; "
+              "data path: producing 50 batches alone\n")
+        print("| model | batch | steps | loop | train images/s | genctl / this | data path ms/batch | data path share of a step |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in results["training"]:
-            print(f"| {r['model']} | {r['batch']} | {r['loop']} | {r['images_per_s']:.0f} | {r['genctl_vs']:.3f} |")
+            print(f"| {r['model']} | {r['batch']} | {r['steps']} | {r['loop']} | {r['images_per_s']:.0f} | {r['genctl_vs']:.3f} | "
+                  f"{r['data_ms_per_batch']:.2f} | {100 * r['data_share']:.1f}% |")
     if "b" in a.parts:
         results["sampling"] = [part_b("pixelcnn"), part_b("gated_pixelcnn")]
         print("\n| model | 64 samples fast (s) | naive (s) | speed-up | values differing (float32) | same images (float64) |")
