@@ -15,7 +15,8 @@
     pass per value), timed in float32; whether both gave the same images for the same seed, in
     float32 (values differing) and in float64.
 (c) IWAE evaluation of 1,000 test digits with the default VAE: wall time and peak memory for
-    several k and eval.chunk, each in a fresh process, so peak memory can be compared.
+    several k, eval.chunk and eval.batch_size (the default chunk and batch first), each in a
+    fresh process, so peak memory can be compared.
 (d) trainer.compile: training images/s with and without torch.compile of the training step,
     over pre-staged batches, for the default VAE and the benchmark's PixelCNNs and hvae.
 
@@ -138,8 +139,8 @@ def data_ms(batches: Callable[[], Iterator], n: int = 50) -> float:
 
 def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: int = 5) -> list[dict]:
     """The three loops, interleaved ``repeats`` times in rotating order (the machine's drift hits
-    all three alike); the median rate of each. Eager steps for all three (part (d) measures
-    trainer.compile)."""
+    all three alike); the median rate of each, and the median of genctl's rate over each loop's
+    within the same repeat. Eager steps for all three (part (d) measures trainer.compile)."""
     cfg = config([*overrides, "trainer.test_at_end=false", "trainer.compile=false"])
     batch = int(cfg.trainer.batch_size)
     images, dynamic = load_dataset(cfg.dataset).train_source()
@@ -161,7 +162,7 @@ def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: in
     data = dict(zip(LOOPS, (data_ms(genctl_batches), data_ms(bare), data_ms(per_item))))
     return [
         {"model": name, "batch": batch, "steps": steps, "loop": loop, "images_per_s": median[loop], "runs": rates[loop],
-         "genctl_vs": median[LOOPS[0]] / median[loop], "data_ms_per_batch": data[loop],
+         "genctl_vs": float(np.median(np.divide(rates[LOOPS[0]], rates[loop]))), "data_ms_per_batch": data[loop],
          "data_share": data[loop] / (1000 * batch / median[loop])}
         for loop in LOOPS
     ]
@@ -209,7 +210,7 @@ def part_d(name: str, overrides: list[str], steps: int, repeats: int, warmup: in
             "ratio": compiled / eager}
 
 
-def eval_child(ckpt: str, k: int, chunk: int, data: str) -> None:
+def eval_child(ckpt: str, k: int, chunk: int, batch: int, data: str) -> None:
     """Run in a fresh process: one IWAE evaluation, then print its wall time and peak memory."""
     from genctl.train.checkpoint import load_checkpoint, restore_model
 
@@ -218,21 +219,23 @@ def eval_child(ckpt: str, k: int, chunk: int, data: str) -> None:
     test = load_dataset(config(["dataset=mnist", f"dataset.root={data}"]).dataset).fixed("test")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
-    evaluate(model, test, 100, k, chunk, 0)
+    evaluate(model, test, batch, k, chunk, 0)
     print(json.dumps({"seconds": time.perf_counter() - start, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "before_mb": before}))
 
 
-def part_c(data: str, settings: list[tuple[int, int]]) -> list[dict]:
+def part_c(data: str, settings: list[tuple[int, int, int]]) -> list[dict]:
+    """(k, eval.chunk, eval.batch_size) settings, each evaluated in a fresh process."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:  # a VAE checkpoint to evaluate (weights barely matter for time)
         run = Path(tmp) / "vae"
         subprocess.run([sys.executable, "-m", "genctl", "train", "dataset=mnist", f"dataset.root={data}", "trainer.max_steps=20",
                         "trainer.test_at_end=false", f"hydra.run.dir={run}"], check=True, cwd=REPO, capture_output=True)
-        for k, chunk in settings:
-            out = subprocess.run([sys.executable, __file__, "--eval-child", str(run / "best.pt"), str(k), str(chunk), "--data", data],
+        for k, chunk, batch in settings:
+            out = subprocess.run([sys.executable, __file__, "--eval-child", str(run / "best.pt"), str(k), str(chunk), str(batch),
+                                  "--data", data],
                                  check=True, cwd=REPO, capture_output=True, text=True)
-            rows.append({"k": k, "chunk": chunk, **json.loads(out.stdout.strip().splitlines()[-1])})
+            rows.append({"k": k, "chunk": chunk, "batch": batch, **json.loads(out.stdout.strip().splitlines()[-1])})
     return rows
 
 
@@ -243,10 +246,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the three loops in (a)")
     p.add_argument("--parts", default="a,b,c,d")
     p.add_argument("--out", default=str(REPO / "bench_out" / "bench_speed.json"))
-    p.add_argument("--eval-child", nargs=3, metavar=("CKPT", "K", "CHUNK"), help=argparse.SUPPRESS)
+    p.add_argument("--eval-child", nargs=4, metavar=("CKPT", "K", "CHUNK", "BATCH"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.eval_child:
-        eval_child(a.eval_child[0], int(a.eval_child[1]), int(a.eval_child[2]), a.data)
+        eval_child(a.eval_child[0], *map(int, a.eval_child[1:]), a.data)
         return
     data = str(Path(a.data).resolve())
     results: dict[str, list] = {}
@@ -261,8 +264,8 @@ def main() -> None:
             )
             for row in part_a(name, [*overrides, f"dataset.root={data}"], steps, a.repeats)
         ]
-        print(f"\n{a.repeats} interleaved repeats (rotating order) of the steps shown after 5 untimed ones, medians; "
-              "data path: producing 50 batches alone\n")
+        print(f"\n{a.repeats} interleaved repeats (rotating order) of the steps shown after 5 untimed ones: median rates, "
+              "and the median of the ratios within a repeat; data path: producing 50 batches alone\n")
         print("| model | batch | steps | loop | train images/s | genctl / this | data path ms/batch | data path share of a step |")
         print("|---|---|---|---|---|---|---|---|")
         for r in results["training"]:
@@ -276,10 +279,12 @@ def main() -> None:
             print(f"| {r['model']} | {r['fast_s']:.2f} | {r['naive_s']:.2f} | {r['speedup']:.1f}x | "
                   f"{r['differing_values_float32']} of {64 * 28 * 28} | {r['same_images_float64']} |")
     if "c" in a.parts:
-        results["iwae_eval"] = part_c(data, [(100, 20), (500, 20), (500, 100)])
-        print("\n| k | eval.chunk | wall (s) | peak RSS (MB) |\n|---|---|---|---|")
+        results["iwae_eval"] = part_c(data, [(100, 2, 50), (500, 2, 50), (500, 20, 100), (500, 100, 100)])  # first two: default chunk and batch
+        print("\n| k | eval.chunk | eval.batch_size | images per pass | wall (s) | peak RSS (MB) | RSS before (MB) |")
+        print("|---|---|---|---|---|---|---|")
         for r in results["iwae_eval"]:
-            print(f"| {r['k']} | {r['chunk']} | {r['seconds']:.1f} | {r['peak_mb']:.0f} |")
+            print(f"| {r['k']} | {r['chunk']} | {r['batch']} | {r['chunk'] * r['batch']} | {r['seconds']:.1f} | {r['peak_mb']:.0f} | "
+                  f"{r['before_mb']:.0f} |")
     if "d" in a.parts:
         results["compile"] = [
             part_d(name, [*overrides, f"dataset.root={data}"], a.steps, a.repeats)
