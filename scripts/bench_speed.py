@@ -21,7 +21,7 @@
     over pre-staged batches, for the default VAE and the benchmark's PixelCNNs and hvae.
 
 Prints the tables and writes JSON (default bench_out/bench_speed.json).
-Usage: python scripts/bench_speed.py [--data DIR] [--steps 100] [--repeats 3] [--parts a,b,c,d]
+Usage: python scripts/bench_speed.py [--data DIR] [--steps 100] [--repeats 5] [--parts a,b,c,d]
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist-9k1k"))
     p.add_argument("--steps", type=int, default=100, help="timed training steps per loop and repeat in (a)")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the three loops in (a)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats in (a) and (d)")
     p.add_argument("--parts", default="a,b,c,d")
     p.add_argument("--out", default=str(REPO / "bench_out" / "bench_speed.json"))
     p.add_argument("--eval-child", nargs=4, metavar=("CKPT", "K", "CHUNK", "BATCH"), help=argparse.SUPPRESS)
