@@ -135,6 +135,6 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     written = [out / "compare.md", out / "compare.csv"]
     if not a.no_figure:
-        written.append(figure(runs, labels, out))
+        written.append(figure(runs, [f"{r['run']}: {r['model']}" for r in rows], out))  # sweep folders are numbered
     print("written: " + ", ".join(map(str, written)))
     return 0
