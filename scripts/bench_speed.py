@@ -1,15 +1,17 @@
 """Where the time goes, measured side by side in one run on this machine (issue 6).
 
-(a) Training images/s on the real MNIST train digits, same model, loss, optimizer and batch:
-    genctl's loop (Trainer.run_epoch: progress bar, LR schedule, stop checks, logging) against a
-    bare loop over pre-staged tensors, and against the usual torchvision-style loop: a Dataset
-    that turns one stored image into a PIL image and back into a tensor per item (what
-    torchvision.datasets.MNIST + ToTensor do), batched by a DataLoader (num_workers=0: on 2
-    cores a worker process takes its core from the model). All three take eager steps (the
-    benchmark rows' trainer.compile is part (d)). The loops run interleaved in rotating order,
-    several times, after a few untimed steps; medians are reported. Each loop's data path is
-    also timed alone: its share of a step bounds what any loop can gain over another. The conv
-    VAE and the PixelCNN are compute-bound on a CPU; the MLP VAE's steps are ~40x shorter.
+(a) Training images/s on the real MNIST train digits, same model, loss and batch, four loops:
+    genctl's (Trainer.run_epoch, its step as configured: trainer.compile=true for the conv VAE
+    and in the PixelCNN recipe, optim.fused from optim=adam); a bare loop over pre-staged tensors taking that same step
+    (genctl's overhead); a per-item loop taking that same step (the data path alone); and the
+    usual torchvision-style loop: torchvision.datasets.MNIST + ToTensor reproduced op for op (one
+    PIL image per item) through a DataLoader (num_workers=0: on 2 cores a worker process takes
+    its core from the model), with the step as plain PyTorch writes it (eager, the optimizer
+    class with only the learning rate given, a loss.item() per step). The loops run interleaved
+    in rotating order, several times; genctl's timing starts after its first epoch (which
+    carries compilation, and the recompile for the epoch's short last batch), the others' after
+    5 steps; medians are reported. Each data path is also timed alone: its share of a step
+    bounds what any loop can gain over another through its data.
 (b) Sampling 64 digits from the benchmark's PixelCNN and Gated PixelCNN (configs/experiment,
     fresh weights: the time does not depend on them): fast (incremental) against naive (one full
     pass per value), timed in float32; whether both gave the same images for the same seed, in
@@ -49,7 +51,7 @@ from genctl.eval.evaluate import evaluate
 from genctl.losses import build_loss
 from genctl.models import build_model
 from genctl.train.loop import LossStep, NullWriter, Trainer
-from genctl.train.optim import build_optimizer
+from genctl.train.optim import OPTIMIZERS, build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,31 +61,42 @@ def config(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
-class PerItemDigits(Dataset):
-    """torchvision-style: one stored uint8 image -> PIL image -> float tensor -> Bernoulli draw, per item."""
+class TorchvisionMNIST(Dataset):
+    """torchvision.datasets.MNIST's __getitem__ with transforms.ToTensor() and a Bernoulli draw,
+    op for op (torchvision itself cannot be imported next to this machine's CPU torch)."""
 
     def __init__(self, images: torch.Tensor) -> None:
-        self.images = images[:, 0].numpy()
+        self.data, self.targets = images[:, 0], torch.zeros(len(images), dtype=torch.long)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.data)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        picture = Image.fromarray(self.images[i], mode="L")
-        x = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0).unsqueeze(0)
-        return torch.bernoulli(x)
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img, target = self.data[i], int(self.targets[i])
+        img = Image.fromarray(img.numpy(), mode="L")
+        x = torch.from_numpy(np.array(img, np.uint8, copy=True))  # ToTensor from here
+        x = x.view(img.size[1], img.size[0], len(img.getbands())).permute((2, 0, 1)).contiguous()
+        x = x.to(dtype=torch.get_default_dtype()).div(255)
+        return torch.bernoulli(x), target
 
 
-def timed_steps(cfg, batches: Callable[[], object], steps: int, warmup: int, compiled: bool = False) -> float:
-    """Images/s of ``steps`` plain training steps (fresh model, same seed) over ``batches()``,
-    after ``warmup`` untimed steps (first-call allocations; compilation when ``compiled``)."""
+def timed_steps(cfg, batches: Callable[[], Iterator], steps: int, warmup: int, compiled: bool = False,
+                plain: bool = False) -> float:
+    """Images/s of ``steps`` training steps (fresh model, same seed) over ``batches()``, after
+    ``warmup`` untimed ones (first-call allocations; compilation when ``compiled``). ``plain``:
+    the step as plain PyTorch writes it, the optimizer class given only the learning rate (on a
+    CPU, torch's Adam then loops over the tensors) and the loss read every step."""
+    torch._dynamo.reset()  # every compiled run starts cold alike, never at Dynamo's recompile limit
     torch.manual_seed(int(cfg.trainer.seed))
     model = build_model(cfg.model, (1, 28, 28), True)
     step_fn = LossStep(model, build_loss(cfg.loss, model, str(cfg.model.name)))
     if compiled:
         step_fn = torch.compile(step_fn)
-    optimizer = build_optimizer(cfg.optim, model.parameters())
-    seen, start, stream = 0, 0.0, batches()
+    if plain:
+        optimizer = OPTIMIZERS[str(cfg.optim.name)](model.parameters(), lr=float(cfg.optim.lr))
+    else:
+        optimizer = build_optimizer(cfg.optim, model.parameters())
+    seen, start, stream, running = 0, 0.0, batches(), 0.0
     for step in range(warmup + steps):
         if step == warmup:
             seen, start = 0, time.perf_counter()
@@ -95,21 +108,23 @@ def timed_steps(cfg, batches: Callable[[], object], steps: int, warmup: int, com
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
+        if plain:
+            running += out["loss"].item()
         seen += len(x)
     return seen / (time.perf_counter() - start)
 
 
-def genctl_rate(cfg, steps: int, warmup: int) -> float:
-    """Images/s of Trainer.run_epoch over ``steps`` steps, after ``warmup`` untimed ones."""
+def genctl_rate(cfg, steps: int) -> float:
+    """Images/s of Trainer.run_epoch over ``steps`` steps, after a first, untimed epoch."""
+    torch._dynamo.reset()
     batch = int(cfg.trainer.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp))
         trainer.writer, trainer._clock, trainer._elapsed_before = NullWriter(), time.monotonic(), 0.0
-        trainer.opts = replace(trainer.opts, max_steps=warmup)
         trainer.run_epoch([])
-        trainer.opts = replace(trainer.opts, max_steps=warmup + steps)
         done, start = trainer.progress.step, time.perf_counter()
-        while trainer.progress.step < warmup + steps:  # across epoch ends, as training does
+        trainer.opts = replace(trainer.opts, max_steps=done + steps)
+        while trainer.progress.step < done + steps:  # across epoch ends, as training does
             trainer.run_epoch([])
         return (trainer.progress.step - done) * batch / (time.perf_counter() - start)
 
@@ -125,7 +140,9 @@ def staged_batches(images: torch.Tensor, batch: int) -> Callable[[], object]:
     return epoch
 
 
-LOOPS = ("genctl (Trainer.run_epoch)", "bare loop, pre-staged tensors", "per-item Dataset + DataLoader")
+LOOPS = ("genctl (Trainer.run_epoch)", "bare loop, pre-staged tensors", "per-item Dataset + DataLoader",
+         "usual torchvision-style loop")
+TARGETS = {LOOPS[1]: 0.95, LOOPS[3]: 1.05}  # issue 6: genctl / that loop at least this
 # the models parts (a) and (d) train, by the name their tables print
 SETUPS = {
     "vae (default conv)": ["model=vae", "dataset=mnist"],
@@ -146,30 +163,34 @@ def data_ms(batches: Callable[[], Iterator], n: int = 50) -> float:
 
 
 def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: int = 5) -> list[dict]:
-    """The three loops, interleaved ``repeats`` times in rotating order (the machine's drift hits
-    all three alike); the median rate of each, and the median of genctl's rate over each loop's
-    within the same repeat. Eager steps for all three (part (d) measures trainer.compile)."""
-    cfg = config([*overrides, "trainer.test_at_end=false", "trainer.compile=false"])
-    batch = int(cfg.trainer.batch_size)
+    """The four loops, interleaved ``repeats`` times in rotating order (the machine's drift hits
+    them alike); the median rate of each, and the median of genctl's rate over each loop's within
+    the same repeat."""
+    cfg = config([*overrides, "trainer.test_at_end=false"])
+    batch, compiled = int(cfg.trainer.batch_size), bool(cfg.trainer.compile)
     images, dynamic = load_dataset(cfg.dataset).train_source()
     bare = staged_batches(images, batch)
 
     def per_item():
-        return iter(DataLoader(PerItemDigits(images), batch_size=batch, shuffle=True, drop_last=True))
+        return (x for x, _ in DataLoader(TorchvisionMNIST(images), batch_size=batch, shuffle=True, drop_last=True))
 
     def genctl_batches():
         return iter(Batches(images, batch, shuffle=True, dynamic_binarize=dynamic, generator=torch.Generator().manual_seed(0)))
 
-    runs = {LOOPS[0]: lambda: genctl_rate(cfg, steps, warmup), LOOPS[1]: lambda: timed_steps(cfg, bare, steps, warmup),
-            LOOPS[2]: lambda: timed_steps(cfg, per_item, steps, warmup)}
+    runs = {LOOPS[0]: lambda: genctl_rate(cfg, steps), LOOPS[1]: lambda: timed_steps(cfg, bare, steps, warmup, compiled),
+            LOOPS[2]: lambda: timed_steps(cfg, per_item, steps, warmup, compiled),
+            LOOPS[3]: lambda: timed_steps(cfg, per_item, steps, warmup, plain=True)}
     rates: dict[str, list[float]] = {loop: [] for loop in LOOPS}
     for r in range(repeats):
         for loop in LOOPS[r % len(LOOPS) :] + LOOPS[: r % len(LOOPS)]:
             rates[loop].append(runs[loop]())
     median = {loop: float(np.median(r)) for loop, r in rates.items()}
-    data = dict(zip(LOOPS, (data_ms(genctl_batches), data_ms(bare), data_ms(per_item))))
+    item_ms = data_ms(per_item)
+    data = dict(zip(LOOPS, (data_ms(genctl_batches), data_ms(bare), item_ms, item_ms)))
+    configured = f"compile {'on' if compiled else 'off'}, {cfg.optim.name} fused={cfg.optim.get('fused', False)}"
+    step = dict(zip(LOOPS, (configured, configured, configured, f"eager, torch.optim.{OPTIMIZERS[str(cfg.optim.name)].__name__}(lr)")))
     return [
-        {"model": name, "batch": batch, "steps": steps, "loop": loop, "images_per_s": median[loop], "runs": rates[loop],
+        {"model": name, "batch": batch, "steps": steps, "loop": loop, "step": step[loop], "images_per_s": median[loop], "runs": rates[loop],
          "genctl_vs": float(np.median(np.divide(rates[LOOPS[0]], rates[loop]))), "data_ms_per_batch": data[loop],
          "data_share": data[loop] / (1000 * batch / median[loop])}
         for loop in LOOPS
@@ -265,20 +286,25 @@ def main() -> None:
     if "a" in a.parts:
         results["training"] = [
             row
-            for name, steps in (
-                ("vae (default conv)", a.steps),
-                ("pixelcnn (benchmark row)", a.steps),
-                ("vae_mlp (benchmark row)", 5 * a.steps),  # ~40x shorter steps
+            for name, steps, step in (
+                ("vae (default conv)", a.steps, ["trainer.compile=true"]),  # as the PixelCNN recipe compiles
+                ("pixelcnn (benchmark row)", a.steps, []),
+                ("vae_mlp (benchmark row)", 5 * a.steps, []),  # ~40x shorter steps
             )
-            for row in part_a(name, [*SETUPS[name], f"dataset.root={data}"], steps, a.repeats)
+            for row in part_a(name, [*SETUPS[name], *step, f"dataset.root={data}"], steps, a.repeats)
         ]
-        print(f"\n{a.repeats} interleaved repeats (rotating order) of the steps shown after 5 untimed ones: median rates, "
-              "and the median of the ratios within a repeat; data path: producing 50 batches alone\n")
-        print("| model | batch | steps | loop | train images/s | genctl / this | data path ms/batch | data path share of a step |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"\n{a.repeats} interleaved repeats (rotating order) of the steps shown: median rates, and the median of "
+              "the ratios within a repeat; data path: producing 50 batches alone\n")
+        print("| model | batch | steps | loop | step | train images/s | genctl / this | data path ms/batch | data path share of a step |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in results["training"]:
-            print(f"| {r['model']} | {r['batch']} | {r['steps']} | {r['loop']} | {r['images_per_s']:.0f} | {r['genctl_vs']:.3f} | "
-                  f"{r['data_ms_per_batch']:.2f} | {100 * r['data_share']:.1f}% |")
+            print(f"| {r['model']} | {r['batch']} | {r['steps']} | {r['loop']} | {r['step']} | {r['images_per_s']:.0f} | "
+                  f"{r['genctl_vs']:.3f} | {r['data_ms_per_batch']:.2f} | {100 * r['data_share']:.1f}% |")
+        print()
+        for r in results["training"]:
+            if r["loop"] in TARGETS:
+                verdict = "holds" if r["genctl_vs"] >= TARGETS[r["loop"]] else "FAILS"
+                print(f"{r['model']}: genctl / {r['loop']} = {r['genctl_vs']:.3f}, target >= {TARGETS[r['loop']]} -> {verdict}")
     if "b" in a.parts:
         results["sampling"] = [part_b("pixelcnn"), part_b("gated_pixelcnn")]
         print("\n| model | 64 samples fast (s) | naive (s) | speed-up | values differing (float32) | same images (float64) |")
