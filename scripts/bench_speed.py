@@ -2,11 +2,11 @@
 
 (a) Training images/s on the real MNIST train digits, same model, loss and batch, four loops:
     genctl's (Trainer.run_epoch, its step as configured: trainer.compile=true for the conv VAE
-    and in the PixelCNN recipe, optim.fused from optim=adam); a bare loop over pre-staged tensors taking that same step
-    (genctl's overhead); a per-item loop taking that same step (the data path alone); and the
-    usual torchvision-style loop: torchvision.datasets.MNIST + ToTensor reproduced op for op (one
-    PIL image per item) through a DataLoader (num_workers=0: on 2 cores a worker process takes
-    its core from the model), with the step as plain PyTorch writes it (eager, the optimizer
+    and in the PixelCNN recipe, optim.fused from optim=adam); a bare loop over pre-staged
+    tensors taking that same step (genctl's overhead); a per-item loop taking that same step
+    (the data path alone); and the usual torchvision-style loop: torchvision.datasets.MNIST +
+    ToTensor reproduced op for op (one PIL image per item) through a DataLoader (num_workers=0:
+    on 2 cores a worker process takes its core from the model), with the step as plain PyTorch writes it (eager, the optimizer
     class with only the learning rate given, a loss.item() per step). The loops run interleaved
     in rotating order, several times; genctl's timing starts after its first epoch (which
     carries compilation, and the recompile for the epoch's short last batch), the others' after
@@ -95,7 +95,7 @@ def timed_steps(cfg, batches: Callable[[], Iterator], steps: int, warmup: int, c
         optimizer = OPTIMIZERS[str(cfg.optim.name)](model.parameters(), lr=float(cfg.optim.lr))
     else:
         optimizer = build_optimizer(cfg.optim, model.parameters())
-    seen, start, stream, running = 0, 0.0, batches(), 0.0
+    seen, start, stream = 0, 0.0, batches()
     for step in range(warmup + steps):
         if step == warmup:
             seen, start = 0, time.perf_counter()
@@ -108,7 +108,7 @@ def timed_steps(cfg, batches: Callable[[], Iterator], steps: int, warmup: int, c
         out["loss"].backward()
         optimizer.step()
         if plain:
-            running += out["loss"].item()
+            out["loss"].item()  # the per-step read (a device sync) of a running-loss printout
         seen += len(x)
     return seen / (time.perf_counter() - start)
 
@@ -293,12 +293,12 @@ def main() -> None:
     if "a" in a.parts:
         results["training"] = [
             row
-            for name, steps, step in (
+            for name, steps, extra in (
                 ("vae (default conv)", a.steps, ["trainer.compile=true"]),  # as the PixelCNN recipe compiles
                 ("pixelcnn (benchmark row)", a.steps, []),
                 ("vae_mlp (benchmark row)", 5 * a.steps, []),  # ~40x shorter steps
             )
-            for row in part_a(name, [*SETUPS[name], *step, f"dataset.root={data}"], steps, a.repeats)
+            for row in part_a(name, [*SETUPS[name], *extra, f"dataset.root={data}"], steps, a.repeats)
         ]
         print(f"\n{a.repeats} interleaved repeats (rotating order) of the steps shown: median rates, and the median of "
               "the ratios within a repeat; data path: producing 50 batches alone\n")
