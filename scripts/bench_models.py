@@ -107,7 +107,8 @@ def table(rows: list[dict], budget: float) -> str:
         f"MNIST 9k/1k split (../shared/data/mnist-9k1k), dynamic binarization, {budget:g} training minutes per "
         f"model on this machine's {os.cpu_count()} CPU cores; test NLL of best.pt",
         "",
-        "| experiment | params | epochs | test NLL (nats) | bits/dim | estimator | train img/s | 64 samples (s) | peak RSS (MB) | paper (nats) |",
+        "| experiment | params | epochs | test NLL (nats) | bits/dim | estimator | train img/s "
+        "| 64 samples (s) | peak RSS (MB) | paper (nats) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -129,19 +130,25 @@ def checks(rows: list[dict]) -> list[str]:
         others = [n for n in nll if n != "fvsbn" and n in FAMILIES]
         if others:
             worst = max(nll[n] for n in others)
-            lines.append(f"FVSBN worst of the AR family and the VAE: {nll['fvsbn']:.2f} vs next worst {worst:.2f} -> "
-                         f"{'holds' if nll['fvsbn'] > worst else 'FAILS'}")
+            lines.append(
+                f"FVSBN worst of the AR family and the VAE: {nll['fvsbn']:.2f} vs next worst {worst:.2f} -> "
+                f"{'holds' if nll['fvsbn'] > worst else 'FAILS'}"
+            )
     pixel = [n for n in ("pixelcnn", "gated_pixelcnn") if n in nll]
     rivals = [n for n in ("vae", "made", "nade") if n in nll]
     if pixel and rivals:
         best_rival = min(rivals, key=nll.get)
         for n in pixel:
-            lines.append(f"{n} below VAE/MADE/NADE (best of them: {best_rival} {nll[best_rival]:.2f}): {nll[n]:.2f} -> "
-                         f"{'holds' if nll[n] < nll[best_rival] else 'FAILS'}")
+            lines.append(
+                f"{n} below VAE/MADE/NADE (best of them: {best_rival} {nll[best_rival]:.2f}): {nll[n]:.2f} -> "
+                f"{'holds' if nll[n] < nll[best_rival] else 'FAILS'}"
+            )
     if "hvae" in nll and "vae_mlp" in nll:
         gain = nll["vae_mlp"] - nll["hvae"]
-        lines.append(f"hvae at least 5 nats below the MLP VAE at the same budget: {nll['hvae']:.2f} vs {nll['vae_mlp']:.2f} "
-                     f"({gain:.2f} nats) -> {'holds' if gain >= 5 else 'FAILS'}")
+        lines.append(
+            f"hvae at least 5 nats below the MLP VAE at the same budget: {nll['hvae']:.2f} vs {nll['vae_mlp']:.2f} "
+            f"({gain:.2f} nats) -> {'holds' if gain >= 5 else 'FAILS'}"
+        )
     if "hvae_1group" in nll and "hvae" in nll:
         lines.append(f"ablation, one latent group: {nll['hvae_1group']:.2f} (full hierarchy {nll['hvae']:.2f})")
     return lines
@@ -159,7 +166,8 @@ def results_page(rows: list[dict], text: str, folder: Path) -> Path:
         "",
         text,
         "",
-        "Ordering, best first: " + " < ".join(f"{r['row']} {r['nll_nats']:.2f}" for r in sorted(rows, key=lambda r: r["nll_nats"])),
+        "Ordering, best first: "
+        + " < ".join(f"{r['row']} {r['nll_nats']:.2f}" for r in sorted(rows, key=lambda r: r["nll_nats"])),
         "",
         *(f"- {line}" for line in checks(rows)),
         "",

@@ -34,9 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -79,8 +79,9 @@ class TorchvisionMNIST(Dataset):
         return torch.bernoulli(x), target
 
 
-def timed_steps(cfg, batches: Callable[[], Iterator], steps: int, warmup: int, compiled: bool = False,
-                plain: bool = False) -> float:
+def timed_steps(
+    cfg, batches: Callable[[], Iterator], steps: int, warmup: int, compiled: bool = False, plain: bool = False
+) -> float:
     """Images/s of ``steps`` training steps (fresh model, same seed) over ``batches()``, after
     ``warmup`` untimed ones (first-call allocations; compilation when ``compiled``). ``plain``:
     the step as plain PyTorch writes it, the optimizer class given only the learning rate (on a
@@ -139,8 +140,12 @@ def staged_batches(images: torch.Tensor, batch: int) -> Callable[[], object]:
     return epoch
 
 
-LOOPS = ("genctl (Trainer.run_epoch)", "bare loop, pre-staged tensors", "per-item Dataset + DataLoader",
-         "usual torchvision-style loop")
+LOOPS = (
+    "genctl (Trainer.run_epoch)",
+    "bare loop, pre-staged tensors",
+    "per-item Dataset + DataLoader",
+    "usual torchvision-style loop",
+)
 TARGETS = {LOOPS[1]: 0.95, LOOPS[3]: 1.05}  # issue 6: genctl / that loop at least this
 # the models parts (a) and (d) train, by the name their tables print
 SETUPS = {
@@ -176,9 +181,12 @@ def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: in
     def genctl_batches():
         return iter(Batches(images, batch, shuffle=True, dynamic_binarize=dynamic, generator=torch.Generator().manual_seed(0)))
 
-    runs = {LOOPS[0]: lambda: genctl_rate(cfg, steps), LOOPS[1]: lambda: timed_steps(cfg, bare, steps, warmup, compiled),
-            LOOPS[2]: lambda: timed_steps(cfg, per_item, steps, warmup, compiled),
-            LOOPS[3]: lambda: timed_steps(cfg, per_item, steps, warmup, plain=True)}
+    runs = {
+        LOOPS[0]: lambda: genctl_rate(cfg, steps),
+        LOOPS[1]: lambda: timed_steps(cfg, bare, steps, warmup, compiled),
+        LOOPS[2]: lambda: timed_steps(cfg, per_item, steps, warmup, compiled),
+        LOOPS[3]: lambda: timed_steps(cfg, per_item, steps, warmup, plain=True),
+    }
     rates: dict[str, list[float]] = {loop: [] for loop in LOOPS}
     for r in range(repeats):
         for loop in LOOPS[r % len(LOOPS) :] + LOOPS[: r % len(LOOPS)]:
@@ -187,11 +195,22 @@ def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: in
     item_ms = data_ms(per_item)
     data = dict(zip(LOOPS, (data_ms(genctl_batches), data_ms(bare), item_ms, item_ms)))
     configured = f"compile {'on' if compiled else 'off'}, {cfg.optim.name} fused={cfg.optim.get('fused', False)}"
-    step = dict(zip(LOOPS, (configured, configured, configured, f"eager, torch.optim.{OPTIMIZERS[str(cfg.optim.name)].__name__}(lr)")))
+    step = dict(
+        zip(LOOPS, (configured, configured, configured, f"eager, torch.optim.{OPTIMIZERS[str(cfg.optim.name)].__name__}(lr)"))
+    )
     return [
-        {"model": name, "batch": batch, "steps": steps, "loop": loop, "step": step[loop], "images_per_s": median[loop], "runs": rates[loop],
-         "genctl_vs": float(np.median(np.divide(rates[LOOPS[0]], rates[loop]))), "data_ms_per_batch": data[loop],
-         "data_share": data[loop] / (1000 * batch / median[loop])}
+        {
+            "model": name,
+            "batch": batch,
+            "steps": steps,
+            "loop": loop,
+            "step": step[loop],
+            "images_per_s": median[loop],
+            "runs": rates[loop],
+            "genctl_vs": float(np.median(np.divide(rates[LOOPS[0]], rates[loop]))),
+            "data_ms_per_batch": data[loop],
+            "data_share": data[loop] / (1000 * batch / median[loop]),
+        }
         for loop in LOOPS
     ]
 
@@ -220,8 +239,14 @@ def part_b(name: str) -> dict:
             same64 = torch.equal(draw(True), draw(False))
         finally:
             torch.set_default_dtype(torch.float32)
-    return {"model": name, "fast_s": times[True], "naive_s": times[False], "speedup": times[False] / times[True],
-            "differing_values_float32": int((images[True] != images[False]).sum()), "same_images_float64": same64}
+    return {
+        "model": name,
+        "fast_s": times[True],
+        "naive_s": times[False],
+        "speedup": times[False] / times[True],
+        "differing_values_float32": int((images[True] != images[False]).sum()),
+        "same_images_float64": same64,
+    }
 
 
 def part_d(name: str, overrides: list[str], steps: int, repeats: int, warmup: int = 5) -> dict:
@@ -234,8 +259,7 @@ def part_d(name: str, overrides: list[str], steps: int, repeats: int, warmup: in
         for compiled in (False, True):
             rates[compiled].append(timed_steps(cfg, batches, steps, warmup, compiled))
     eager, compiled = float(np.median(rates[False])), float(np.median(rates[True]))
-    return {"model": name, "batch": int(cfg.trainer.batch_size), "eager": eager, "compiled": compiled,
-            "ratio": compiled / eager}
+    return {"model": name, "batch": int(cfg.trainer.batch_size), "eager": eager, "compiled": compiled, "ratio": compiled / eager}
 
 
 def memory_mb(field: str) -> float:
@@ -265,12 +289,30 @@ def part_c(data: str, settings: list[tuple[int, int, int]]) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:  # a VAE checkpoint to evaluate (weights barely matter for time)
         run = Path(tmp) / "vae"
-        subprocess.run([sys.executable, "-m", "genctl", "train", "dataset=mnist", f"dataset.root={data}", "trainer.max_steps=20",
-                        "trainer.test_at_end=false", f"hydra.run.dir={run}"], check=True, cwd=REPO, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "genctl",
+                "train",
+                "dataset=mnist",
+                f"dataset.root={data}",
+                "trainer.max_steps=20",
+                "trainer.test_at_end=false",
+                f"hydra.run.dir={run}",
+            ],
+            check=True,
+            cwd=REPO,
+            capture_output=True,
+        )
         for k, chunk, batch in settings:
-            out = subprocess.run([sys.executable, __file__, "--eval-child", str(run / "best.pt"), str(k), str(chunk), str(batch),
-                                  "--data", data],
-                                 check=True, cwd=REPO, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--eval-child", str(run / "best.pt"), str(k), str(chunk), str(batch), "--data", data],
+                check=True,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            )
             rows.append({"k": k, "chunk": chunk, "batch": batch, **json.loads(out.stdout.strip().splitlines()[-1])})
     return rows
 
@@ -300,13 +342,20 @@ def main() -> None:
             )
             for row in part_a(name, [*SETUPS[name], *extra, f"dataset.root={data}"], steps, a.repeats)
         ]
-        print(f"\n{a.repeats} interleaved repeats (rotating order) of the steps shown: median rates, and the median of "
-              "the ratios within a repeat; data path: producing 50 batches alone\n")
-        print("| model | batch | steps | loop | step | train images/s | genctl / this | data path ms/batch | data path share of a step |")
+        print(
+            f"\n{a.repeats} interleaved repeats (rotating order) of the steps shown: median rates, and the median of "
+            "the ratios within a repeat; data path: producing 50 batches alone\n"
+        )
+        print(
+            "| model | batch | steps | loop | step | train images/s | genctl / this | data path ms/batch "
+            "| data path share of a step |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for r in results["training"]:
-            print(f"| {r['model']} | {r['batch']} | {r['steps']} | {r['loop']} | {r['step']} | {r['images_per_s']:.0f} | "
-                  f"{r['genctl_vs']:.3f} | {r['data_ms_per_batch']:.2f} | {100 * r['data_share']:.1f}% |")
+            print(
+                f"| {r['model']} | {r['batch']} | {r['steps']} | {r['loop']} | {r['step']} | {r['images_per_s']:.0f} | "
+                f"{r['genctl_vs']:.3f} | {r['data_ms_per_batch']:.2f} | {100 * r['data_share']:.1f}% |"
+            )
         print()
         for r in results["training"]:
             if r["loop"] in TARGETS:
@@ -317,19 +366,30 @@ def main() -> None:
         print("\n| model | 64 samples fast (s) | naive (s) | speed-up | values differing (float32) | same images (float64) |")
         print("|---|---|---|---|---|---|")
         for r in results["sampling"]:
-            print(f"| {r['model']} | {r['fast_s']:.2f} | {r['naive_s']:.2f} | {r['speedup']:.1f}x | "
-                  f"{r['differing_values_float32']} of {64 * 28 * 28} | {r['same_images_float64']} |")
+            print(
+                f"| {r['model']} | {r['fast_s']:.2f} | {r['naive_s']:.2f} | {r['speedup']:.1f}x | "
+                f"{r['differing_values_float32']} of {64 * 28 * 28} | {r['same_images_float64']} |"
+            )
     if "c" in a.parts:
-        results["iwae_eval"] = part_c(data, [(100, 2, 50), (500, 2, 50), (500, 20, 100), (500, 100, 100)])  # first two: default chunk and batch
+        results["iwae_eval"] = part_c(
+            data, [(100, 2, 50), (500, 2, 50), (500, 20, 100), (500, 100, 100)]
+        )  # first two: default chunk and batch
         print("\n| k | eval.chunk | eval.batch_size | images per pass | wall (s) | RSS before (MB) | peak RSS during it (MB) |")
         print("|---|---|---|---|---|---|---|")
         for r in results["iwae_eval"]:
-            print(f"| {r['k']} | {r['chunk']} | {r['batch']} | {r['chunk'] * r['batch']} | {r['seconds']:.1f} | {r['before_mb']:.0f} | "
-                  f"{r['peak_mb']:.0f} |")
+            print(
+                f"| {r['k']} | {r['chunk']} | {r['batch']} | {r['chunk'] * r['batch']} | {r['seconds']:.1f} "
+                f"| {r['before_mb']:.0f} | {r['peak_mb']:.0f} |"
+            )
     if "d" in a.parts:
         results["compile"] = [
             part_d(name, [*SETUPS[name], f"dataset.root={data}"], a.steps, a.repeats)
-            for name in ("vae (default conv)", "pixelcnn (benchmark row)", "gated_pixelcnn (benchmark row)", "hvae (benchmark row)")
+            for name in (
+                "vae (default conv)",
+                "pixelcnn (benchmark row)",
+                "gated_pixelcnn (benchmark row)",
+                "hvae (benchmark row)",
+            )
         ]
         print(f"\ntrainer.compile: {a.repeats} interleaved repeats of {a.steps} steps after 5 untimed ones, medians\n")
         print("| model | batch | eager images/s | compiled images/s | compiled / eager |\n|---|---|---|---|---|")

@@ -109,9 +109,19 @@ def main() -> None:
         if row == "reference":
             rows.append(reference(a.data, a.k))
         elif row == "genctl-mlp":
-            mlp = ["model=vae", "model.arch=mlp", "model.hidden=[512,512]", "model.activation=relu",
-                   "model.latent_dim=32", "optim.lr=1e-3", "optim.schedule=constant", "trainer.batch_size=128",
-                   "trainer.epochs=60", "dataset.val_size=0", "loss.warmup_steps=0"]
+            mlp = [
+                "model=vae",
+                "model.arch=mlp",
+                "model.hidden=[512,512]",
+                "model.activation=relu",
+                "model.latent_dim=32",
+                "optim.lr=1e-3",
+                "optim.schedule=constant",
+                "trainer.batch_size=128",
+                "trainer.epochs=60",
+                "dataset.val_size=0",
+                "loss.warmup_steps=0",
+            ]
             rows.append(genctl_run(row, [*mlp, *data], out, a.k))
         elif row == "default":
             rows.append(genctl_run(row, ["model=vae", *data, f"trainer.max_time={a.max_time:g}"], out, a.k))
@@ -122,9 +132,14 @@ def main() -> None:
     print("| row | epochs | train s | test NLL (nats) | bits/dim |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['row']} | {r['epochs']} | {r['train_s']} | {r['nll_iwae']:.2f} | {r['nll_iwae'] / (784 * math.log(2)):.4f} |")
-    result = {"dataset": "mnist-9k1k (9,000 train / 1,000 test), dynamic binarization",
-              "estimator": f"IWAE k={a.k}", "rows": rows}
+        print(
+            f"| {r['row']} | {r['epochs']} | {r['train_s']} | {r['nll_iwae']:.2f} | {r['nll_iwae'] / (784 * math.log(2)):.4f} |"
+        )
+    result = {
+        "dataset": "mnist-9k1k (9,000 train / 1,000 test), dynamic binarization",
+        "estimator": f"IWAE k={a.k}",
+        "rows": rows,
+    }
     (out / "bench_vae.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten to {out / 'bench_vae.json'}")
 

@@ -30,8 +30,15 @@ REPO = Path(__file__).resolve().parents[1]
 # a small model on the embedded digits: an epoch takes a fraction of a second and writes last.pt,
 # so kills land in every phase (start-up, steps, validation, checkpoint writes)
 TRAIN = [
-    "model=vae", "model.arch=mlp", "model.hidden=[64]", "model.latent_dim=8", "trainer.epochs=300",
-    "trainer.batch_size=64", "trainer.num_samples=4", "trainer.sample_every=1000", "eval.k=10",
+    "model=vae",
+    "model.arch=mlp",
+    "model.hidden=[64]",
+    "model.latent_dim=8",
+    "trainer.epochs=300",
+    "trainer.batch_size=64",
+    "trainer.num_samples=4",
+    "trainer.sample_every=1000",
+    "eval.k=10",
 ]
 
 
@@ -58,8 +65,13 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for kill in range(1, a.kills + 1):
         args = TRAIN + ([f"resume={run}"] if (run / "last.pt").exists() else [f"hydra.run.dir={run}"])
-        proc = subprocess.Popen([sys.executable, "-m", "genctl", "train", *args], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "genctl", "train", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         for line in proc.stdout:  # start the clock when training starts, not while Python imports
             if "parameters) on" in line:
                 break
@@ -75,11 +87,20 @@ def main() -> None:
             print(f"  checkpoint does not load: {e}")
         monotonic = step is None or step >= previous
         previous = step if step is not None else previous
-        rows.append({"kill": kill, "after_s": round(wait, 2), "step": step, "loads": loads,
-                     "monotonic": monotonic, "had_finished": finished})
+        rows.append(
+            {
+                "kill": kill,
+                "after_s": round(wait, 2),
+                "step": step,
+                "loads": loads,
+                "monotonic": monotonic,
+                "had_finished": finished,
+            }
+        )
         print(f"| {kill} | {wait:.2f} | {step} | {loads} | {monotonic} |", flush=True)
-    final = subprocess.run([sys.executable, "-m", "genctl", "train", *TRAIN, f"resume={run}"], cwd=REPO,
-                           capture_output=True, text=True)
+    final = subprocess.run(
+        [sys.executable, "-m", "genctl", "train", *TRAIN, f"resume={run}"], cwd=REPO, capture_output=True, text=True
+    )
     metrics = json.loads((run / "metrics.json").read_text()) if final.returncode == 0 else None
     ok = all(r["loads"] and r["monotonic"] for r in rows) and metrics is not None
     summary = {

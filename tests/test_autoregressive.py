@@ -20,7 +20,15 @@ TINY_AR = {
     "fvsbn": {},
     "nade": {"hidden": 7, "activation": "sigmoid"},
     "made": {"hidden": [23, 19], "activation": "relu", "num_masks": 3, "order_agnostic": True, "eval_masks": 3, "seed": 0},
-    "made_1mask": {"name": "made", "hidden": [30], "activation": "relu", "num_masks": 1, "order_agnostic": False, "eval_masks": 1, "seed": 0},
+    "made_1mask": {
+        "name": "made",
+        "hidden": [30],
+        "activation": "relu",
+        "num_masks": 1,
+        "order_agnostic": False,
+        "eval_masks": 1,
+        "seed": 0,
+    },
     "pixelcnn": {"channels": 12, "blocks": 2, "first_kernel": 5, "kernel": 3, "head": 6},
     "pixelcnn_k5": {"name": "pixelcnn", "channels": 12, "blocks": 2, "first_kernel": 3, "kernel": 5, "head": 6},
     "gated_pixelcnn": {"channels": 6, "layers": 2, "kernel": 3, "head": 6, "num_classes": 0},
@@ -73,7 +81,9 @@ def log_prob_from_own_conditionals(model, x, order, logits_fn):
     for step, i in enumerate(order.tolist()):
         noisy = x.clone().flatten(1)
         later = order[step:]
-        noisy[:, later] = torch.rand(len(x), len(later)) if not model.binary else torch.bernoulli(torch.full((len(x), len(later)), 0.5))
+        noisy[:, later] = (
+            torch.rand(len(x), len(later)) if not model.binary else torch.bernoulli(torch.full((len(x), len(later)), 0.5))
+        )
         logits = logits_fn(noisy.view_as(x))
         if model.binary:
             logit = logits.flatten(1)[:, i]

@@ -28,7 +28,16 @@ def one_line_error(code: int, err: str) -> str:
 def test_help_lists_subcommands_and_group_choices(cli):
     code, out, _ = cli("--help")
     assert code == 0
-    for word in ("train", "eval", "sample", "ae, fvsbn", "adam, rmsprop", "ar_nll, elbo, elbo_balanced, iwae, mse", "digits", "cifar10"):
+    for word in (
+        "train",
+        "eval",
+        "sample",
+        "ae, fvsbn",
+        "adam, rmsprop",
+        "ar_nll, elbo, elbo_balanced, iwae, mse",
+        "digits",
+        "cifar10",
+    ):
         assert word in out
 
 
@@ -99,9 +108,11 @@ def test_train_eval_sample_round_trip(cli, tmp_path):
 
     # a checkpoint is data: a planted _target_ is refused, never imported or called
     state = load_checkpoint(run / "best.pt")
-    for model_cfg in ({**state["config"]["model"], "_target_": "tests.test_cli.planted"},
-                      {"_target_": "tests.test_cli.planted", "name": "vae"},
-                      {"_target_": "tests.test_cli.planted"}):
+    for model_cfg in (
+        {**state["config"]["model"], "_target_": "tests.test_cli.planted"},
+        {"_target_": "tests.test_cli.planted", "name": "vae"},
+        {"_target_": "tests.test_cli.planted"},
+    ):
         torch.save({**state, "config": {**state["config"], "model": model_cfg}}, tmp_path / "planted.pt")
         for args in (["eval", f"ckpt={tmp_path / 'planted.pt'}"], ["sample", f"ckpt={tmp_path / 'planted.pt'}"]):
             code, _, err = cli(*args)
@@ -131,9 +142,13 @@ def test_autoencoder_trains_with_mse_and_has_no_prior(cli, tmp_path):
 def test_multirun_sweep_writes_every_run_and_a_summary(cli, tmp_path):
     sweep = tmp_path / "sweep"
     code, _, err = cli(
-        "train", "-m", "model.latent_dim=2,3", "optim=adam,rmsprop",
+        "train",
+        "-m",
+        "model.latent_dim=2,3",
+        "optim=adam,rmsprop",
         *(o for o in TINY if not o.startswith("model.latent_dim")),
-        "trainer.max_steps=2", f"hydra.sweep.dir={sweep}",
+        "trainer.max_steps=2",
+        f"hydra.sweep.dir={sweep}",
     )
     assert code == 0, err
     runs = sorted(p.name for p in sweep.iterdir() if (p / "metrics.json").is_file())
@@ -149,8 +164,9 @@ def test_multirun_sweep_writes_every_run_and_a_summary(cli, tmp_path):
     code, out, err = cli("compare", str(sweep))
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == ("| run | model | dataset | params | epochs | wall_time_s | test_nll_nats | bits_per_dim | "
-                        "estimator | samples_per_s |")
+    assert lines[0] == (
+        "| run | model | dataset | params | epochs | wall_time_s | test_nll_nats | bits_per_dim | estimator | samples_per_s |"
+    )
     assert sorted(line.split("|")[1].strip() for line in lines[2:6]) == ["0", "1", "2", "3"]
     table = list(csv.DictReader(open(sweep / "compare.csv")))
     assert {r["estimator"] for r in table} == {"IWAE bound, k=4"} and all(float(r["samples_per_s"]) > 0 for r in table)
@@ -169,8 +185,14 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(cli, tmp_path):
-    common = [*TINY, "trainer.epochs=3", "trainer.test_at_end=false", "trainer.batch_size=128",
-              "optim.schedule=cosine", "optim.warmup_steps=5"]
+    common = [
+        *TINY,
+        "trainer.epochs=3",
+        "trainer.test_at_end=false",
+        "trainer.batch_size=128",
+        "optim.schedule=cosine",
+        "optim.warmup_steps=5",
+    ]
     code, _, err = cli("train", *common, f"hydra.run.dir={tmp_path / 'straight'}")
     assert code == 0, err
     # stop mid-epoch (step 20 of 15 per epoch), then continue with only resume= given
@@ -202,8 +224,15 @@ def test_resuming_a_run_whose_budget_is_spent_only_tests_it(cli, tmp_path):
 
 def test_autoregressive_round_trip_with_exact_nll_and_completion(cli, tmp_path):
     run = tmp_path / "pcnn"
-    tiny = ["model=pixelcnn", "model.channels=8", "model.blocks=1", "model.head=8", "trainer.max_steps=3",
-            "trainer.num_samples=4", "trainer.batch_size=64"]
+    tiny = [
+        "model=pixelcnn",
+        "model.channels=8",
+        "model.blocks=1",
+        "model.head=8",
+        "trainer.max_steps=3",
+        "trainer.num_samples=4",
+        "trainer.batch_size=64",
+    ]
     code, _, err = cli("train", *tiny, f"hydra.run.dir={run}")
     assert code == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
@@ -224,8 +253,9 @@ def test_autoregressive_round_trip_with_exact_nll_and_completion(cli, tmp_path):
 def test_default_vae_learns_real_digits_in_two_minutes(cli, tmp_path, mnist_9k1k):
     """The default model on the 9k/1k split: far below the 543 nats of an untrained model."""
     run = tmp_path / "real"
-    code, _, err = cli("train", "dataset=mnist", f"dataset.root={mnist_9k1k}", "trainer.max_time=2",
-                       "eval.k=50", f"hydra.run.dir={run}")
+    code, _, err = cli(
+        "train", "dataset=mnist", f"dataset.root={mnist_9k1k}", "trainer.max_time=2", "eval.k=50", f"hydra.run.dir={run}"
+    )
     assert code == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["stopped"] == "max_time"
@@ -234,8 +264,17 @@ def test_default_vae_learns_real_digits_in_two_minutes(cli, tmp_path, mnist_9k1k
 
 def test_class_conditional_gated_pixelcnn_trains_and_samples_by_label(cli, tmp_path):
     run = tmp_path / "cond"
-    tiny = ["model=gated_pixelcnn", "model.channels=4", "model.layers=1", "model.head=4", "model.num_classes=10",
-            "trainer.max_steps=2", "trainer.num_samples=2", "trainer.batch_size=64", "trainer.sample_every=100"]
+    tiny = [
+        "model=gated_pixelcnn",
+        "model.channels=4",
+        "model.layers=1",
+        "model.head=4",
+        "model.num_classes=10",
+        "trainer.max_steps=2",
+        "trainer.num_samples=2",
+        "trainer.batch_size=64",
+        "trainer.sample_every=100",
+    ]
     code, _, err = cli("train", *tiny, f"hydra.run.dir={run}")
     assert code == 0, err
     assert json.loads((run / "metrics.json").read_text())["test"]["nll_exact"]["nats"] > 0
@@ -247,7 +286,12 @@ def test_class_conditional_gated_pixelcnn_trains_and_samples_by_label(cli, tmp_p
     assert "the dataset has 10 classes but model.num_classes=5" in one_line_error(code, err)
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "experiment").glob("mnist_*.yaml") if p.stem != "mnist_budget"))
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        p.stem for p in (Path(__file__).parents[1] / "configs" / "experiment").glob("mnist_*.yaml") if p.stem != "mnist_budget"
+    ),
+)
 def test_benchmark_experiments_compose_into_a_buildable_model_and_loss(name):
     from hydra import compose, initialize_config_dir
 
@@ -286,8 +330,11 @@ def test_eval_and_sample_build_no_autograd_graph(cli, tmp_path, monkeypatch, mod
     at = MaskedConv2d.at
     monkeypatch.setattr(MaskedConv2d, "at", lambda self, *a: (record(), at(self, *a))[1])
     try:
-        for args in (["eval", f"ckpt={run}", "eval.k=2", "eval.chunk=1"], ["sample", f"ckpt={run}", "n=2"],
-                     ["sample", f"ckpt={run}", "n=2", "fast=false"]):
+        for args in (
+            ["eval", f"ckpt={run}", "eval.k=2", "eval.chunk=1"],
+            ["sample", f"ckpt={run}", "n=2"],
+            ["sample", f"ckpt={run}", "n=2", "fast=false"],
+        ):
             before = len(seen)
             code, _, err = cli(*args)
             assert code == 0, err
@@ -300,8 +347,13 @@ def test_eval_and_sample_build_no_autograd_graph(cli, tmp_path, monkeypatch, mod
 @pytest.mark.slow
 def test_compiled_training_step_matches_eager(cli, tmp_path):
     """trainer.compile=true runs the loss through torch.compile: same losses, same weights up to rounding."""
-    common = ["model=fvsbn", "trainer.batch_size=256", "trainer.max_steps=4", "trainer.num_samples=4",
-              "trainer.test_at_end=false"]
+    common = [
+        "model=fvsbn",
+        "trainer.batch_size=256",
+        "trainer.max_steps=4",
+        "trainer.num_samples=4",
+        "trainer.test_at_end=false",
+    ]
     runs, graphs = {}, {}
     for flag in ("false", "true"):
         torch._dynamo.reset()
@@ -357,7 +409,9 @@ def test_a_nonfinite_loss_stops_the_run_naming_step_and_batch(cli, tmp_path, poi
     code, _, err = cli("train", *TINY, "trainer.epochs=3", f"hydra.run.dir={run}")
     assert code == 2 and "Traceback" not in err
     line = err.split("\r")[-1].strip()  # after the progress bar's last refresh: one line
-    assert "\n" not in line and line.startswith("genctl train: error: non-finite loss at step 11 (epoch 2, batch 3 of 8; window means loss=nan")
+    assert "\n" not in line and line.startswith(
+        "genctl train: error: non-finite loss at step 11 (epoch 2, batch 3 of 8; window means loss=nan"
+    )
     assert f"the last good checkpoint is {run / 'last.pt'} (step 8)" in line and "trainer.skip_nonfinite=true" in line
     state = load_checkpoint(run / "last.pt")
     assert state["progress"]["step"] == 8 and all(torch.isfinite(v).all() for v in state["model"].values())

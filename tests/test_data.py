@@ -133,7 +133,9 @@ def test_batches_resume_mid_epoch_on_the_next_batch_with_labels_aligned():
     labels = torch.arange(100) * 7
 
     def batches(seed: int) -> Batches:
-        return Batches(images, 16, shuffle=True, dynamic_binarize=True, generator=torch.Generator().manual_seed(seed), labels=labels)
+        return Batches(
+            images, 16, shuffle=True, dynamic_binarize=True, generator=torch.Generator().manual_seed(seed), labels=labels
+        )
 
     full = batches(3)
     expected = [b for _ in range(2) for b in full]

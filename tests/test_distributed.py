@@ -13,8 +13,13 @@ import torch
 from genctl.train.checkpoint import load_checkpoint
 
 COMMON = [
-    "model=made", "model.hidden=[32]", "trainer.epochs=1", "trainer.batch_size=64", "trainer.max_steps=6",
-    "trainer.num_samples=4", "trainer.test_at_end=false",
+    "model=made",
+    "model.hidden=[32]",
+    "trainer.epochs=1",
+    "trainer.batch_size=64",
+    "trainer.max_steps=6",
+    "trainer.num_samples=4",
+    "trainer.test_at_end=false",
 ]
 
 

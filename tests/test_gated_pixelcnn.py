@@ -94,8 +94,6 @@ def test_receptive_field_is_exactly_the_window(shape, binary):
     assert torch.equal(dependencies(model), expected)
 
 
-
-
 @pytest.mark.parametrize("shape, binary", SHAPES)
 def test_labels_change_the_conditionals(shape, binary):
     model = make(shape, binary, num_classes=3)

@@ -34,7 +34,7 @@ def test_each_groups_analytic_kl_matches_a_monte_carlo_estimate():
     with torch.no_grad():
         _, record = model.top_down(2, model.bottom_up(x))
         assert len(record) == 4
-        for z, p, q in record:
+        for _z, p, q in record:
             kl = gaussian_kl(q, p)
             mean, logvar = q
             s = 20000

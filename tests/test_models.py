@@ -91,8 +91,15 @@ def digits():
 
 
 def vae_cfg(**kw):
-    base = {"name": "vae", "arch": "mlp", "latent_dim": 8, "hidden": [64], "channels": [8, 16],
-            "activation": "relu", "obs_sigma": 0.1}
+    base = {
+        "name": "vae",
+        "arch": "mlp",
+        "latent_dim": 8,
+        "hidden": [64],
+        "channels": [8, 16],
+        "activation": "relu",
+        "obs_sigma": 0.1,
+    }
     return OmegaConf.create({**base, **kw})
 
 
@@ -148,8 +155,9 @@ def test_elbo_loss_scaling_and_kl_warmup(digits):
 
 
 def test_loss_must_fit_the_model(digits):
-    ae_cfg = OmegaConf.create({"name": "ae", "arch": "mlp", "latent_dim": 4, "hidden": [8], "channels": [4],
-                               "activation": "relu"})
+    ae_cfg = OmegaConf.create(
+        {"name": "ae", "arch": "mlp", "latent_dim": 4, "hidden": [8], "channels": [4], "activation": "relu"}
+    )
     ae = build_model(ae_cfg, digits.shape, True)
     with pytest.raises(GenctlError, match="loss 'elbo' needs one of the models hvae, vae; model 'ae' trains with: mse"):
         build_loss(OmegaConf.create({"name": "elbo", "beta": 1.0, "warmup_steps": 0, "balance": False}), ae, "ae")

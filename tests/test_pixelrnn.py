@@ -64,8 +64,6 @@ def test_diagonal_bilstm_sees_the_whole_context(shape, binary):
         assert row[r < r[o]].all()
 
 
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_output_shapes_on_non_square_input(variant):
     binary = make(variant, (1, 4, 6), True)

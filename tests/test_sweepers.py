@@ -36,7 +36,10 @@ def test_submitit_local_launcher_runs_a_sweep(cli, tmp_path):
 
 
 def test_a_missing_plugin_says_which_extra_to_install():
-    ex = MissingConfigException("In 'hparams_search/optuna': Could not find 'hydra/sweeper/optuna'\n\nAvailable options "
-                                "in 'hydra/sweeper':\n\tbasic\nConfig search path:\n\tprovider=hydra")
-    assert _format(ex) == ("hydra/sweeper=optuna comes from an optional plugin that is not installed: "
-                           "pip install 'genctl[sweep]'")
+    ex = MissingConfigException(
+        "In 'hparams_search/optuna': Could not find 'hydra/sweeper/optuna'\n\nAvailable options "
+        "in 'hydra/sweeper':\n\tbasic\nConfig search path:\n\tprovider=hydra"
+    )
+    assert _format(ex) == (
+        "hydra/sweeper=optuna comes from an optional plugin that is not installed: pip install 'genctl[sweep]'"
+    )

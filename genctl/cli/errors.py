@@ -12,10 +12,10 @@ import functools
 import os
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from genctl.errors import GenctlError
-
 
 PLUGINS = ("optuna", "submitit_slurm", "submitit_local")  # Hydra plugins behind genctl[sweep]
 
@@ -68,7 +68,7 @@ def report_errors(subcommand: str, original: Callable[[Callable[[], Any]], Any])
             if message is None:
 
                 def reraise() -> None:
-                    raise ex
+                    raise ex  # noqa: F821 - bound while the except block runs reraise
 
                 return original(reraise)  # a bug: Hydra prints the (trimmed) traceback
             print(f"genctl {subcommand}: error: {message}", file=sys.stderr)

@@ -9,8 +9,8 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from genctl.cli.eval import open_checkpoint
 from genctl.cli.errors import exit_on_user_error
+from genctl.cli.eval import open_checkpoint
 from genctl.config import config_dir
 from genctl.data import load_dataset
 from genctl.errors import GenctlError

@@ -9,8 +9,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from genctl.cli.logs import route_console_through_tqdm
 from genctl.cli.errors import exit_on_user_error
+from genctl.cli.logs import route_console_through_tqdm
 from genctl.config import config_dir
 from genctl.train.loop import train
 
@@ -24,5 +24,7 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
     log.info("run folder: %s", run_dir)
     results = train(cfg, run_dir)
-    log.info("done: checkpoints, samples, TensorBoard logs (tensorboard --logdir %s) and metrics.json in %s", run_dir / "tb", run_dir)
+    log.info(
+        "done: checkpoints, samples, TensorBoard logs (tensorboard --logdir %s) and metrics.json in %s", run_dir / "tb", run_dir
+    )
     return float(results["best_val_loss"])  # what sweepers minimize

@@ -10,9 +10,9 @@ Binarization (``dataset.binarize``), the usual protocols for binary pixel models
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from omegaconf import DictConfig

@@ -9,7 +9,7 @@ bounded by ``chunk`` and not by ``k``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

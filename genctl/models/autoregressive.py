@@ -9,8 +9,8 @@ value; 8-bit data a 256-way softmax per value.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -157,7 +157,9 @@ class AutoregressiveModel(GenerativeModel):
                 view = x[:, :, top : h + 1, left : min(width, w + reach_right + 1)]
             logits = logits_fn(view)
             at = (c, h - top, w - left)
-            x[:, c, h, w] = self.draw(logits[(slice(None), *at)] if self.binary else logits[:, :, at[0], at[1], at[2]], temperature)
+            x[:, c, h, w] = self.draw(
+                logits[(slice(None), *at)] if self.binary else logits[:, :, at[0], at[1], at[2]], temperature
+            )
         return x
 
     def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:

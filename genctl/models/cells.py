@@ -41,14 +41,24 @@ class Cell(nn.Module):
         if separable:
             wide = 3 * channels
             layers = [
-                norm(channels, batchnorm), nn.Conv2d(channels, wide, 1),
-                norm(wide, batchnorm), nn.SiLU(), nn.Conv2d(wide, wide, 5, padding=2, groups=wide),
-                norm(wide, batchnorm), nn.SiLU(), nn.Conv2d(wide, channels, 1), norm(channels, batchnorm),
+                norm(channels, batchnorm),
+                nn.Conv2d(channels, wide, 1),
+                norm(wide, batchnorm),
+                nn.SiLU(),
+                nn.Conv2d(wide, wide, 5, padding=2, groups=wide),
+                norm(wide, batchnorm),
+                nn.SiLU(),
+                nn.Conv2d(wide, channels, 1),
+                norm(channels, batchnorm),
             ]
         else:
             layers = [
-                norm(channels, batchnorm), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-                norm(channels, batchnorm), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+                norm(channels, batchnorm),
+                nn.SiLU(),
+                nn.Conv2d(channels, channels, 3, padding=1),
+                norm(channels, batchnorm),
+                nn.SiLU(),
+                nn.Conv2d(channels, channels, 3, padding=1),
             ]
         if se:
             layers.append(SqueezeExcite(channels))

@@ -139,13 +139,14 @@ class GatedPixelCNN(AutoregressiveModel):
         self.num_classes = num_classes
         self.conditional = num_classes > 0
         self.layers = nn.ModuleList(
-            GatedLayer(channels if i else colors, channels, kernel, "B" if i else "A", colors, num_classes)
-            for i in range(layers)
+            GatedLayer(channels if i else colors, channels, kernel, "B" if i else "A", colors, num_classes) for i in range(layers)
         )
         out = colors * (1 if binary else self.levels)
         self.head = nn.Sequential(
-            nn.ReLU(), MaskedConv2d(channels, head, 1, "B", colors),
-            nn.ReLU(), MaskedConv2d(head, out, 1, "B", colors),
+            nn.ReLU(),
+            MaskedConv2d(channels, head, 1, "B", colors),
+            nn.ReLU(),
+            MaskedConv2d(head, out, 1, "B", colors),
         )
         # Each layer widens both stacks by k//2 (rows up; columns left and right), and the shift
         # adds one row: the exact bounding box of the receptive field.
@@ -176,6 +177,7 @@ class GatedPixelCNN(AutoregressiveModel):
         colors, height, width = self.data_shape
         n, layers = len(x), self.layers
         biases = [layer.label_bias(y) for layer in layers]
+
         # per layer: vertical and horizontal input maps (layer 0 reads x), vertical pre-activations
         def input_maps() -> list[torch.Tensor]:
             return [x, *(x.new_zeros(n, layer.residual.in_channels, height, width) for layer in layers[:-1])]

@@ -78,9 +78,7 @@ class HVAE(LatentVariableModel):
         # scale of each group, top-down: 0 is the coarsest (H / 2**scales)
         self.group_scale = [g // groups_per_scale for g in range(groups)]
         top = (height // 2**scales, width // 2**scales)
-        self.group_shapes = [
-            (latent_channels, top[0] * 2 ** s, top[1] * 2 ** s) for s in self.group_scale
-        ]
+        self.group_shapes = [(latent_channels, top[0] * 2**s, top[1] * 2**s) for s in self.group_scale]
         self.latent_dim = sum(math.prod(shape) for shape in self.group_shapes)
 
         def stack(separable_cells: bool) -> nn.Sequential:

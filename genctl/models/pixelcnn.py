@@ -30,9 +30,12 @@ class ResidualBlock(nn.Module):
         super().__init__()
         half = channels // 2
         self.f = nn.Sequential(
-            nn.ReLU(), MaskedConv2d(channels, half, 1, "B", colors),
-            nn.ReLU(), MaskedConv2d(half, half, kernel, "B", colors),
-            nn.ReLU(), MaskedConv2d(half, channels, 1, "B", colors),
+            nn.ReLU(),
+            MaskedConv2d(channels, half, 1, "B", colors),
+            nn.ReLU(),
+            MaskedConv2d(half, half, kernel, "B", colors),
+            nn.ReLU(),
+            MaskedConv2d(half, channels, 1, "B", colors),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,8 +64,10 @@ class PixelCNN(AutoregressiveModel):
         self.net = nn.Sequential(
             MaskedConv2d(colors, channels, first_kernel, "A", colors),
             *(ResidualBlock(channels, colors, kernel) for _ in range(blocks)),
-            nn.ReLU(), MaskedConv2d(channels, head, 1, "B", colors),
-            nn.ReLU(), MaskedConv2d(head, out, 1, "B", colors),
+            nn.ReLU(),
+            MaskedConv2d(channels, head, 1, "B", colors),
+            nn.ReLU(),
+            MaskedConv2d(head, out, 1, "B", colors),
         )
         reach = first_kernel // 2 + blocks * (kernel // 2)
         self.window = (reach, reach, reach)

@@ -166,8 +166,10 @@ class PixelRNN(AutoregressiveModel):
         self.net = nn.Sequential(
             MaskedConv2d(colors, 2 * hidden, 7, "A", colors),
             *(ResidualLSTM(variant, hidden, colors) for _ in range(layers)),
-            nn.ReLU(), MaskedConv2d(2 * hidden, head, 1, "B", colors),
-            nn.ReLU(), MaskedConv2d(head, out, 1, "B", colors),
+            nn.ReLU(),
+            MaskedConv2d(2 * hidden, head, 1, "B", colors),
+            nn.ReLU(),
+            MaskedConv2d(head, out, 1, "B", colors),
         )
         # The recurrence reaches every row above, across the full width: crop to rows 0..h only.
         self.window = (height, width, width)

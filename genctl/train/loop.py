@@ -13,10 +13,11 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -32,6 +33,7 @@ from genctl.images import make_grid, save_grid
 from genctl.losses import Loss, build_loss
 from genctl.models import GenerativeModel, build_model
 from genctl.runtime import resolve_device, seed_everything
+from genctl.train import distributed
 from genctl.train.checkpoint import (
     load_checkpoint,
     load_weights,
@@ -40,7 +42,6 @@ from genctl.train.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from genctl.train import distributed
 from genctl.train.optim import build_optimizer, lr_factor
 
 log = logging.getLogger("genctl")
@@ -180,7 +181,9 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         if opts.batch_size % self.world:
-            raise GenctlError(f"trainer.batch_size={opts.batch_size} is the global batch: make it divisible by {self.world} processes")
+            raise GenctlError(
+                f"trainer.batch_size={opts.batch_size} is the global batch: make it divisible by {self.world} processes"
+            )
         seed_everything(opts.seed)
         self.data = data = load_dataset(cfg.dataset)
         self.model = build_model(cfg.model, data.shape, data.binary).to(self.device)
@@ -202,8 +205,12 @@ class Trainer:
             self.labels = dict.fromkeys(data.labels)
         images, dynamic = data.train_source()
         self.batches = Batches(
-            images.to(self.device), opts.batch_size, shuffle=True, dynamic_binarize=dynamic,
-            generator=torch.Generator(self.device).manual_seed(opts.seed), labels=self.labels["train"],
+            images.to(self.device),
+            opts.batch_size,
+            shuffle=True,
+            dynamic_binarize=dynamic,
+            generator=torch.Generator(self.device).manual_seed(opts.seed),
+            labels=self.labels["train"],
             shard=(self.rank, self.world),
         )
         self.step_fn: nn.Module = LossStep(self.model, self.loss_fn)
@@ -289,8 +296,13 @@ class Trainer:
         """
         opts, progress, batches = self.opts, self.progress, self.batches
         bar = tqdm(
-            batches, total=len(batches), initial=batches.position // opts.batch_size,
-            desc=f"epoch {progress.epoch + 1}/{opts.epochs}", dynamic_ncols=True, leave=False, disable=self.rank > 0,
+            batches,
+            total=len(batches),
+            initial=batches.position // opts.batch_size,
+            desc=f"epoch {progress.epoch + 1}/{opts.epochs}",
+            dynamic_ncols=True,
+            leave=False,
+            disable=self.rank > 0,
         )
         sums: dict[str, torch.Tensor] = {}
         losses: list[torch.Tensor] = []  # this window's per-step losses: which step went non-finite
@@ -308,8 +320,9 @@ class Trainer:
             # one device sync per step, only when asked for: skip this step if any rank's loss is bad
             if opts.skip_nonfinite and distributed.max_code(int(not torch.isfinite(out["loss"].detach()).item())):
                 progress.skipped += 1
-                log.warning("step %d (%s): non-finite loss, step skipped (trainer.skip_nonfinite=true)",
-                            progress.step, self.where(0))
+                log.warning(
+                    "step %d (%s): non-finite loss, step skipped (trainer.skip_nonfinite=true)", progress.step, self.where(0)
+                )
             else:
                 if opts.grad_clip > 0:
                     self.scaler.unscale_(self.optimizer)
@@ -356,8 +369,11 @@ class Trainer:
         back = len(losses) - 1 - int(bad[0]) if len(bad) else 0  # another rank's loss when none is local
         step = self.progress.step - back
         last = self.run_dir / "last.pt"
-        kept = (f"the last good checkpoint is {last} (step {load_checkpoint(last)['progress']['step']})"
-                if last.is_file() else "no checkpoint had been written yet")
+        kept = (
+            f"the last good checkpoint is {last} (step {load_checkpoint(last)['progress']['step']})"
+            if last.is_file()
+            else "no checkpoint had been written yet"
+        )
         raise GenctlError(
             f"non-finite loss at step {step} ({self.where(back)}; window means "
             f"{', '.join(f'{k}={v:.4g}' for k, v in means.items())}); {kept}: lower optim.lr, set "
@@ -369,7 +385,12 @@ class Trainer:
         progress = self.progress
         if len(self.val_x):
             val = mean_loss(
-                self.model, self.loss_fn, self.val_x, self.labels["val"], self.opts.eval_batch_size, self.opts.seed,
+                self.model,
+                self.loss_fn,
+                self.val_x,
+                self.labels["val"],
+                self.opts.eval_batch_size,
+                self.opts.seed,
                 shard=(self.rank, self.world),
             )
             for name, value in val.items():
@@ -378,8 +399,13 @@ class Trainer:
         else:
             val, criterion = {}, train_means.get("loss", math.inf)
         improved = criterion < progress.best_val
-        record = {"epoch": progress.epoch, "step": progress.step, "elapsed_s": round(progress.elapsed, 2),
-                  "train_loss": train_means.get("loss"), "val_loss": val.get("loss")}
+        record = {
+            "epoch": progress.epoch,
+            "step": progress.step,
+            "elapsed_s": round(progress.elapsed, 2),
+            "train_loss": train_means.get("loss"),
+            "val_loss": val.get("loss"),
+        }
         if self.rank == 0:
             with open(self.run_dir / "history.jsonl", "a") as f:  # for genctl compare's curves
                 f.write(json.dumps(record) + "\n")
@@ -388,9 +414,14 @@ class Trainer:
             self.save("best.pt")
         log.info(
             "epoch %d/%d step %d  train loss %.4f  val loss %s%s  %.0f img/s  %.0fs",
-            progress.epoch, self.opts.epochs, progress.step, train_means.get("loss", math.nan),
-            f"{val['loss']:.4f}" if val else "n/a", "  (best)" if improved else "",
-            self.images_per_s, progress.elapsed,
+            progress.epoch,
+            self.opts.epochs,
+            progress.step,
+            train_means.get("loss", math.nan),
+            f"{val['loss']:.4f}" if val else "n/a",
+            "  (best)" if improved else "",
+            self.images_per_s,
+            progress.elapsed,
         )
 
     def fit(self) -> dict[str, Any]:
@@ -398,13 +429,21 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when training
 
         opts, progress = self.opts, self.progress
-        self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=progress.step or None) if self.rank == 0 else NullWriter()
+        self.writer = (
+            SummaryWriter(str(self.run_dir / "tb"), purge_step=progress.step or None) if self.rank == 0 else NullWriter()
+        )
         self.n_params = sum(p.numel() for p in self.model.parameters())
         data = self.data
         log.info(
             "model %s (%s parameters) on %s: %d train / %d val / %d test images %s, binarize=%s",
-            self.cfg.model.name, f"{self.n_params:,}", self.device, len(data.train), len(data.val), len(data.test),
-            "x".join(map(str, data.shape)), data.binarize,
+            self.cfg.model.name,
+            f"{self.n_params:,}",
+            self.device,
+            len(data.train),
+            len(data.val),
+            len(data.test),
+            "x".join(map(str, data.shape)),
+            data.binarize,
         )
         self._clock, self._elapsed_before = time.monotonic(), progress.elapsed
         # a resumed run whose budget is already spent only finishes: it tests best.pt, no extra step
@@ -463,8 +502,14 @@ class Trainer:
         if opts.test_at_end:
             e = self.cfg.eval
             test_means = evaluate(
-                self.model, data.fixed("test").to(self.device), int(e.batch_size), int(e.k), int(e.chunk),
-                int(e.seed), progress=True, labels=self.labels["test"],
+                self.model,
+                data.fixed("test").to(self.device),
+                int(e.batch_size),
+                int(e.k),
+                int(e.chunk),
+                int(e.seed),
+                progress=True,
+                labels=self.labels["test"],
             )
             results["test"] = label(test_means, data.shape, data.binary, int(e.k))
             results["test_split"] = f"{data.name} test ({len(data.test)} images), checkpoint best.pt"
@@ -499,4 +544,3 @@ def summarize(metrics: dict[str, Any]) -> str:
         else:
             parts.append(f"{name} {value:.4f}")
     return "; ".join(parts)
-
