@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from genctl.data import load_dataset
+from genctl.runs.record import RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,16 +81,17 @@ def genctl_run(row: str, args: list[str], out: Path, k: int) -> dict:
     start = time.time()
     subprocess.run(cmd, check=True, cwd=REPO)
     wall = time.time() - start
-    m = json.loads((run / "metrics.json").read_text())
+    record = RunRecord.read(run)
+    test = record.evaluations["test"].scalars()
     return {
         "row": row,
         "command": "genctl train " + " ".join(args),
-        "epochs": m["epochs"],
-        "train_s": m["wall_time_s"],
+        "epochs": record.epochs,
+        "train_s": record.wall_time_s,
         "total_wall_s": round(wall, 1),
-        "params": m["params"],
-        "nll_iwae": m["test"]["nll_iwae"]["nats"],
-        "nll_elbo": m["test"]["nll_elbo"]["nats"],
+        "params": record.params,
+        "nll_iwae": test["nll_iwae"],
+        "nll_elbo": test["nll_elbo"],
     }
 
 
@@ -120,7 +122,7 @@ def main() -> None:
                 "trainer.batch_size=128",
                 "trainer.epochs=60",
                 "dataset.val_size=0",
-                "loss.warmup_steps=0",
+                "loss.kl_warmup_steps=0",
             ]
             rows.append(genctl_run(row, [*mlp, *data], out, a.k))
         elif row == "default":

@@ -316,7 +316,7 @@ def test_benchmark_experiments_compose_into_a_buildable_model_and_loss(name):
     ids=["vae", "pixelcnn"],
 )
 def test_eval_and_sample_build_no_autograd_graph(cli, tmp_path, monkeypatch, model):
-    from genctl.models.masked import MaskedConv2d
+    from genctl.nn.masked import MaskedConv2d
 
     run = tmp_path / "run"
     code, _, err = cli("train", *model, "trainer.max_steps=2", "trainer.test_at_end=false", f"hydra.run.dir={run}")

@@ -9,11 +9,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from genctl.eval.estimators import estimates
 from genctl.losses.elbo import ELBO
 from genctl.models import build_model
 from genctl.models.hvae import gaussian_kl, gaussian_log_density
 from genctl.models.latent import LatentVariableModel
-from genctl.models.likelihoods import DiscretizedLogisticMixture
+from genctl.nn.cells import SqueezeExcite
+from genctl.nn.likelihoods import DiscretizedLogisticMixture
 
 
 def hvae(shape=(1, 8, 8), binary=True, **kw):
@@ -67,7 +69,7 @@ def test_elbo_sums_group_kls_and_stays_below_the_iwae_bound():
     model = hvae().eval()
     x = binary_images(16)
     with torch.no_grad():
-        m = model.metrics(x, k=200, chunk=50)
+        m = estimates(model, x, 200, 50)
     assert (m["kl"] > 0).all()
     assert m["nll_iwae"].mean() < m["nll_elbo"].mean()
 
@@ -115,14 +117,36 @@ def test_kl_balancing_weights_groups_by_size_and_kl_during_warmup_only():
     assert torch.equal(ELBO(1.0, 100, balance=False).group_weights(kl, sizes, step=10), torch.ones(2))
 
 
+def has_switch_on(model, switch: str) -> bool:
+    """Whether the structure a switch controls is in the built model (or, for the posterior's
+    parametrization, in what it computes)."""
+    if switch == "residual_posterior":  # a residual posterior moves with its prior
+        h, feature = torch.randn(1, 8, 2, 2), torch.randn(1, 8, 2, 2)
+        zeros = torch.zeros(1, 2, 2, 2)
+        with torch.no_grad():
+            q0, q1 = model.posterior(1, h, feature, (zeros, zeros)), model.posterior(1, h, feature, (zeros + 1, zeros))
+        return not torch.equal(q0[0], q1[0])
+    kinds = {
+        "separable": lambda m: isinstance(m, torch.nn.Conv2d) and m.groups > 1,
+        "batchnorm": lambda m: isinstance(m, torch.nn.BatchNorm2d),
+        "se": lambda m: isinstance(m, SqueezeExcite),
+    }
+    return any(kinds[switch](m) for m in model.modules())
+
+
 @pytest.mark.parametrize("switch", ["residual_posterior", "separable", "batchnorm", "se"])
 def test_every_nvae_switch_can_be_turned_off(switch):
-    model = hvae(**{switch: False, "spectral": 0.0})
-    x = binary_images(4)
-    out = ELBO(1.0, 0, False)(model, x, 0)
+    assert has_switch_on(hvae(), switch)
+    model = hvae(**{switch: False})
+    assert not has_switch_on(model, switch)
+    out = ELBO(1.0, 0, False)(model, binary_images(4), 0)
     out["loss"].backward()
     assert math.isfinite(out["loss"].item())
-    assert float(model.penalty()) == 0.0
+
+
+def test_spectral_regularization_can_be_turned_off():
+    assert hvae(spectral=0.01).penalty().item() > 0
+    assert float(hvae(spectral=0.0).penalty()) == 0.0
 
 
 def test_spectral_penalty_estimates_the_largest_singular_value():

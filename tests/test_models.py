@@ -11,12 +11,13 @@ from omegaconf import OmegaConf
 from genctl.config import build
 from genctl.data import load_dataset
 from genctl.errors import GenctlError
+from genctl.eval.estimators import estimates
 from genctl.eval.evaluate import evaluate
 from genctl.losses import build_loss
 from genctl.losses.elbo import ELBO
 from genctl.models import MODELS, build_model
 from genctl.models.latent import LatentVariableModel
-from genctl.models.likelihoods import Gaussian
+from genctl.nn.likelihoods import Gaussian
 
 
 class ProbabilisticPCA(LatentVariableModel):
@@ -64,10 +65,10 @@ def test_iwae_with_the_exact_posterior_equals_the_exact_likelihood():
     x = model.draw(200)
     exact = model.exact_log_prob(x)
     for k in (1, 7, 64):
-        out = model.metrics(x, k=k, chunk=5)
+        out = estimates(model, x, k, 5)
         torch.testing.assert_close(-out["nll_iwae"], exact, rtol=0, atol=1e-9)
     # the analytic-KL ELBO is exact only in expectation over z: compare means over the images
-    elbo = -model.metrics(x, 1, 1)["nll_elbo"]
+    elbo = -estimates(model, x, 1, 1)["nll_elbo"]
     assert abs(elbo.mean() - exact.mean()) < 4 * elbo.sub(exact).std() / math.sqrt(len(x))
 
 
@@ -140,7 +141,7 @@ def test_model_options_are_checked_by_name_and_type(digits):
 def test_elbo_loss_scaling_and_kl_warmup(digits):
     torch.manual_seed(0)
     model = build_model(vae_cfg(), digits.shape, True)
-    loss = build("loss 'elbo'", ELBO, {"beta": 2.0, "warmup_steps": 100, "balance": False})
+    loss = build("loss 'elbo'", ELBO, {"beta": 2.0, "kl_warmup_steps": 100, "balance": False})
     assert [loss.kl_weight(s) for s in (0, 50, 100, 1000, None)] == [0.0, 1.0, 2.0, 2.0, 2.0]
     x = digits.fixed("test")[:64]
     torch.manual_seed(1)
@@ -160,7 +161,7 @@ def test_loss_must_fit_the_model(digits):
     )
     ae = build_model(ae_cfg, digits.shape, True)
     with pytest.raises(GenctlError, match="loss 'elbo' needs one of the models hvae, vae; model 'ae' trains with: mse"):
-        build_loss(OmegaConf.create({"name": "elbo", "beta": 1.0, "warmup_steps": 0, "balance": False}), ae, "ae")
+        build_loss(OmegaConf.create({"name": "elbo", "beta": 1.0, "kl_warmup_steps": 0, "balance": False}), ae, "ae")
 
 
 @pytest.mark.parametrize("k", [1, 5])
@@ -175,3 +176,26 @@ def test_iwae_loss_is_the_exact_nll_with_the_exact_posterior_and_tightens_otherw
     torch.manual_seed(0)
     loose, tight = IWAE(1)(wrong, x, None)["loss"], IWAE(50)(wrong, x, None)["loss"]
     assert -wrong.exact_log_prob(x).mean() < tight < loose - 0.05
+
+
+def test_a_model_learns_its_obligations_from_the_capabilities_it_declares():
+    from genctl.models.base import GenerativeModel, Sampler
+
+    class Incomplete(GenerativeModel, Sampler):
+        pass
+
+    with pytest.raises(TypeError, match="abstract method.*sample"):
+        Incomplete((1, 2, 2), True)
+
+
+def test_evaluation_applies_the_estimators_each_capability_allows(digits):
+    x = digits.fixed("test")[:4]
+    ae_cfg = {"name": "ae", "arch": "mlp", "latent_dim": 4, "hidden": [8], "channels": [4], "activation": "relu"}
+    models = {
+        "ae": build_model(OmegaConf.create(ae_cfg), digits.shape, True),
+        "vae": build_model(vae_cfg(), digits.shape, True),
+        "fvsbn": build_model(OmegaConf.create({"name": "fvsbn"}), digits.shape, True),
+    }
+    with torch.no_grad():
+        found = {name: set(estimates(model, x, 2, 1)) for name, model in models.items()}
+    assert found == {"ae": {"mse"}, "vae": {"nll_elbo", "nll_iwae", "kl"}, "fvsbn": {"nll_exact"}}

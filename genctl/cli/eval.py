@@ -11,10 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 from genctl.cli.errors import exit_on_user_error
 from genctl.config import config_dir
 from genctl.data import load_dataset
-from genctl.eval.evaluate import evaluate, label
+from genctl.eval.evaluate import evaluate
+from genctl.eval.report import describe, summarize
+from genctl.models.base import is_conditional
 from genctl.runtime import resolve_device
 from genctl.train.checkpoint import load_checkpoint, resolve_checkpoint, restore_model
-from genctl.train.loop import summarize
 
 log = logging.getLogger("genctl")
 
@@ -38,9 +39,9 @@ def main(cfg: DictConfig) -> None:
     data = load_dataset(train_cfg.dataset)
     e = cfg.eval
     x = data.fixed(str(e.split))
-    labels = data.labels[str(e.split)] if model.conditional else None
+    labels = data.labels[str(e.split)] if is_conditional(model) else None
     means = evaluate(model, x, int(e.batch_size), int(e.k), int(e.chunk), int(e.seed), progress=True, labels=labels)
-    metrics = label(means, data.shape, data.binary, int(e.k))
+    metrics = describe(means, model, int(e.k))
     out = path.parent / "metrics.json"
     record = json.loads(out.read_text()) if out.is_file() else {}
     record[str(e.split)] = metrics

@@ -16,6 +16,7 @@ from genctl.data import load_dataset
 from genctl.errors import GenctlError
 from genctl.eval.evaluate import evaluating
 from genctl.images import save_grid
+from genctl.models.base import Completes, Reconstructs, Sampler, is_conditional
 
 log = logging.getLogger("genctl")
 MODES = ("prior", "reconstruct", "interpolate", "complete")
@@ -35,13 +36,13 @@ def main(cfg: DictConfig) -> None:
     if cfg.n < 1 or cfg.nrow < 1:
         raise GenctlError("n and nrow must be >= 1")
     path, state, model, train_cfg = open_checkpoint(cfg)
-    if cfg.mode in ("reconstruct", "interpolate") and not model.has_latents:
+    if cfg.mode in ("reconstruct", "interpolate") and not isinstance(model, Reconstructs):
         raise GenctlError(f"model '{train_cfg.model.name}' has no latent space; use mode=prior")
-    if cfg.mode == "complete" and not hasattr(model, "complete"):
+    if cfg.mode == "complete" and not isinstance(model, Completes):
         raise GenctlError(f"model '{train_cfg.model.name}' is not autoregressive; mode=complete needs one")
-    if cfg.mode == "prior" and not model.can_sample:
+    if cfg.mode == "prior" and not isinstance(model, Sampler):
         raise GenctlError(f"model '{train_cfg.model.name}' has no prior to sample from; use mode=reconstruct or mode=interpolate")
-    if cfg.label is not None and not model.conditional:
+    if cfg.label is not None and not is_conditional(model):
         raise GenctlError(f"model '{train_cfg.model.name}' is not class-conditional; drop label=")
     with evaluating(model, int(cfg.seed)):
         if cfg.mode == "prior":
@@ -55,7 +56,7 @@ def main(cfg: DictConfig) -> None:
                 images = interleave_rows(x, model.reconstruct(x), int(cfg.nrow))
             elif cfg.mode == "complete":  # keep the upper half of each test image, sample the rest
                 x = test[: cfg.n]
-                y = data.labels["test"][: cfg.n].to(model.device) if model.conditional else None
+                y = data.labels["test"][: cfg.n].to(model.device) if is_conditional(model) else None
                 c, h, w = model.data_shape
                 known = (h // 2) * w * c
                 completed = model.complete(x, known, float(cfg.temperature), bool(cfg.fast), y)

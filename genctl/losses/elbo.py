@@ -1,6 +1,7 @@
 """Negative evidence lower bound, the VAE objective (Kingma & Welling 2014, eq. 3 and 10).
 
-    loss = E_q(z|x)[-log p(x|z)] + beta_t * sum_l gamma_l KL_l + penalty,   beta_t = beta * min(1, step / warmup_steps)
+    loss = E_q(z|x)[-log p(x|z)] + beta_t * sum_l gamma_l KL_l + penalty,
+    beta_t = beta * min(1, step / kl_warmup_steps)
 
 Scaling, stated once: both terms are nats per image (summed over pixels and latent dimensions)
 and averaged over the images of the batch, so the number does not change with batch or dataset
@@ -19,34 +20,34 @@ from __future__ import annotations
 import torch
 
 from genctl.losses import LOSSES
-from genctl.models.latent import LatentVariableModel
+from genctl.models.base import LatentLikelihood
 
 
 @LOSSES.register("elbo")
 class ELBO:
-    requires = LatentVariableModel
+    requires = LatentLikelihood
 
-    def __init__(self, beta: float, warmup_steps: int, balance: bool) -> None:
-        if beta < 0 or warmup_steps < 0:
-            raise ValueError("beta and warmup_steps must be >= 0")
+    def __init__(self, beta: float, kl_warmup_steps: int, balance: bool) -> None:
+        if beta < 0 or kl_warmup_steps < 0:
+            raise ValueError("beta and kl_warmup_steps must be >= 0")
         self.beta = beta
-        self.warmup_steps = warmup_steps
+        self.kl_warmup_steps = kl_warmup_steps
         self.balance = balance
 
     def kl_weight(self, step: int | None) -> float:
-        if step is None or self.warmup_steps == 0:
+        if step is None or self.kl_warmup_steps == 0:
             return self.beta
-        return self.beta * min(1.0, step / self.warmup_steps)
+        return self.beta * min(1.0, step / self.kl_warmup_steps)
 
     def group_weights(self, kl: torch.Tensor, sizes: torch.Tensor, step: int | None) -> torch.Tensor:
         """gamma_l for the batch's per-group KLs [B, groups]; no gradient flows through them."""
-        if not self.balance or step is None or step >= self.warmup_steps:
+        if not self.balance or step is None or step >= self.kl_warmup_steps:
             return torch.ones(kl.shape[1], device=kl.device)
         gamma = sizes * (kl.detach().mean(0) + 0.01)
         return gamma / gamma.mean()
 
     def __call__(
-        self, model: LatentVariableModel, x: torch.Tensor, step: int | None, y: torch.Tensor | None = None
+        self, model: LatentLikelihood, x: torch.Tensor, step: int | None, y: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         log_px_z, kl = model.elbo_terms(x)
         gamma = self.group_weights(kl, model.group_sizes().to(kl), step)

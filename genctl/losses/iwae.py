@@ -7,17 +7,16 @@ Nats per image averaged over the batch, like ``elbo``. Costs k decoder passes pe
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from genctl.losses import LOSSES
-from genctl.models.latent import LatentVariableModel
+from genctl.models.base import LatentLikelihood
+from genctl.nn.functional import log_mean_exp
 
 
 @LOSSES.register("iwae")
 class IWAE:
-    requires = LatentVariableModel
+    requires = LatentLikelihood
 
     def __init__(self, k: int) -> None:
         if k < 1:
@@ -25,8 +24,8 @@ class IWAE:
         self.k = k
 
     def __call__(
-        self, model: LatentVariableModel, x: torch.Tensor, step: int | None, y: torch.Tensor | None = None
+        self, model: LatentLikelihood, x: torch.Tensor, step: int | None, y: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        bound = (torch.logsumexp(model.log_weights(x, self.k), dim=0) - math.log(self.k)).mean()
+        bound = log_mean_exp(model.log_weights(x, self.k), dim=0).mean()
         loss = -bound if step is None else -bound + model.penalty()
         return {"loss": loss, "niwae": -bound}

@@ -1,7 +1,7 @@
 """Deterministic autoencoder: x -> code -> reconstruction, trained by mean squared error.
 
-Not a density model, so it reports reconstruction MSE instead of a likelihood and cannot sample;
-it can reconstruct and interpolate between codes.
+Not a density model (it declares no likelihood and is no ``Sampler``), so evaluation reports its
+reconstruction MSE instead; it can reconstruct and interpolate between codes.
 """
 
 from __future__ import annotations
@@ -10,15 +10,12 @@ from typing import Literal
 
 import torch
 
-from genctl.models.base import MODELS, GenerativeModel
-from genctl.models.nets import Decoder, Encoder
+from genctl.models.base import MODELS, GenerativeModel, Reconstructs
+from genctl.nn.nets import Decoder, Encoder
 
 
 @MODELS.register("ae")
-class Autoencoder(GenerativeModel):
-    can_sample = False
-    has_latents = True
-
+class Autoencoder(GenerativeModel, Reconstructs):
     def __init__(
         self,
         data_shape: tuple[int, int, int],
@@ -39,9 +36,3 @@ class Autoencoder(GenerativeModel):
 
     def render(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decoder(z))
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.render(self.code(x))
-
-    def metrics(self, x: torch.Tensor, k: int, chunk: int, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return {"mse": (self.reconstruct(x) - x).pow(2).flatten(1).mean(1)}

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 
-from genctl.models.base import GenerativeModel
+from genctl.models.base import Completes, ExactLikelihood, GenerativeModel, Sampler, is_conditional
+from genctl.nn.likelihoods import Bernoulli, Categorical
 
 
 @contextmanager
@@ -51,7 +51,7 @@ def from_sequence(v: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     return v.view(v.shape[0], h, w, c, v.shape[-1]).permute(0, 4, 3, 1, 2)
 
 
-class AutoregressiveModel(GenerativeModel):
+class AutoregressiveModel(GenerativeModel, ExactLikelihood, Sampler, Completes):
     """Subclasses implement :meth:`logits`: for every value, the parameters of p(x_i | x_<i).
 
     ``logits(x)`` is [B, C, H, W] for binary data and [B, 256, C, H, W] for 8-bit data, and its
@@ -69,6 +69,7 @@ class AutoregressiveModel(GenerativeModel):
     def __init__(self, data_shape: tuple[int, int, int], binary: bool) -> None:
         super().__init__(data_shape, binary)
         self.levels = 2 if binary else 256
+        self.likelihood = Bernoulli() if binary else Categorical()
         self.dims = data_shape[0] * data_shape[1] * data_shape[2]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,10 +89,7 @@ class AutoregressiveModel(GenerativeModel):
 
     def log_prob_from_logits(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """log p(x) per image [B] in nats, the sum of the per-value log conditionals."""
-        if self.binary:
-            return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-        target = (x * 255).round().long()
-        return -F.cross_entropy(logits, target, reduction="none").flatten(1).sum(1)
+        return self.likelihood.log_prob(x, logits)
 
     def conditioned(self, y: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """:meth:`logits` with the labels ``y`` bound (plain :meth:`logits` when there are none)."""
@@ -99,9 +97,6 @@ class AutoregressiveModel(GenerativeModel):
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.log_prob_from_logits(x, self.conditioned(y)(x))
-
-    def metrics(self, x: torch.Tensor, k: int, chunk: int, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return {"nll_exact": -self.log_prob(x, y)}
 
     def draw(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
         """One value per entry of ``logits`` ([N] binary, [N, 256] 8-bit), in [0, 1].
@@ -119,18 +114,10 @@ class AutoregressiveModel(GenerativeModel):
     def complete(
         self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Keep the first ``known`` values of ``x`` (in :meth:`order`) and sample the rest.
-
-        ``fast=False`` is the reference: one forward pass over the whole image per value. Fast
-        paths (the ``window`` crop here, caches in subclasses) must give identical images.
-        """
-        window = self.window
-        try:
-            if not fast:
-                self.window = None
-            return self.complete_with(x, known, temperature, self.order(), self.conditioned(y))
-        finally:
-            self.window = window
+        """``fast=False`` is the reference: one forward pass over the whole image per value. Fast
+        paths (the ``window`` crop here, caches in subclasses) must give identical images."""
+        window = self.window if fast else None
+        return self.complete_with(x, known, temperature, self.order(), self.conditioned(y), window)
 
     def complete_with(
         self,
@@ -139,30 +126,30 @@ class AutoregressiveModel(GenerativeModel):
         temperature: float,
         order: torch.Tensor,
         logits_fn: Callable[[torch.Tensor], torch.Tensor],
+        window: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
         """Sample the values ``order[known:]`` of ``x`` one at a time from ``logits_fn``.
 
-        One forward pass per value: over the whole image, or over the ``window`` crop.
+        One forward pass per value: over the whole image, or over its ``window`` crop.
         """
         x = x.clone()
         _, height, width = self.data_shape
         for i in order[known:].tolist():
             c, rest = divmod(i, height * width)
             h, w = divmod(rest, width)
-            if self.window is None:
+            if window is None:
                 top, left, view = 0, 0, x
             else:
-                up, reach_left, reach_right = self.window
+                up, reach_left, reach_right = window
                 top, left = max(0, h - up), max(0, w - reach_left)
                 view = x[:, :, top : h + 1, left : min(width, w + reach_right + 1)]
             logits = logits_fn(view)
             at = (c, h - top, w - left)
-            x[:, c, h, w] = self.draw(
-                logits[(slice(None), *at)] if self.binary else logits[:, :, at[0], at[1], at[2]], temperature
-            )
+            value_logits = logits[(slice(None), *at)] if self.binary else logits[:, :, at[0], at[1], at[2]]
+            x[:, c, h, w] = self.draw(value_logits, temperature)
         return x
 
     def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
-        if y is None and self.conditional:
+        if y is None and is_conditional(self):
             y = torch.arange(n, device=self.device) % self.num_classes
         return self.complete(torch.zeros(n, *self.data_shape, device=self.device), 0, temperature, fast, y)

@@ -1,35 +1,46 @@
-"""The contract between models and the rest of genctl.
+"""The contract between models and the rest of genctl: read this file to add a model.
 
-The training loop, evaluation and sampling only ever call what is declared here, so they never
-need to know which model they hold.
+A model is a :class:`GenerativeModel` plus the capabilities it declares by inheriting them.
+Training, evaluation and sampling only ever call what is declared here and test for a
+capability with ``isinstance``, so they never need to know which model they hold:
+
+- :class:`ExactLikelihood`: ``log_prob(x)``, exact log p(x) per image (autoregressive models).
+- :class:`LatentLikelihood`: ``elbo_terms(x)`` and ``log_weights(x, k)``, the quantities the
+  ELBO and the importance-weighted bound are made of (latent-variable models).
+- :class:`Sampler`: ``sample(n)``, draws from the model's distribution.
+- :class:`Reconstructs`: ``code(x)``, ``render(z)``, ``reconstruct(x)``: a latent space.
+- :class:`Completes`: ``complete(x, known)``, the rest of partly known images.
+- :class:`ClassConditional`: labels ``y`` go with the images (``num_classes`` > 0).
+
+A model computes quantities; ``genctl.eval`` turns them into estimates (exact / ELBO / IWAE-k,
+chunking, bits/dim) and ``genctl.losses`` into training objectives. Abstract methods a model
+leaves out make its construction fail with their names.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from abc import ABC, abstractmethod
+from typing import Any, Protocol
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from genctl.config import build
-from genctl.errors import GenctlError
 from genctl.registry import Registry
 
 
+class ObservationModel(Protocol):
+    """p(x | network output), ``genctl.nn.likelihoods``: what a likelihood is a distribution of."""
+
+    #: a probability mass over the values the data can take (bits/dim need no offset), or a density
+    discrete: bool
+
+    def log_prob(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor: ...
+
+
 class GenerativeModel(nn.Module):
-    """A model of images ``x`` of shape ``data_shape`` (values in [0, 1]; {0, 1} when ``binary``).
-
-    Subclasses implement :meth:`metrics` and, where they define a distribution to draw from,
-    :meth:`sample`. Losses (``genctl.losses``) state which further methods they need.
-    """
-
-    #: whether :meth:`sample` draws from a model distribution (an autoencoder has none)
-    can_sample: bool = True
-    #: whether :meth:`reconstruct` and latent interpolation make sense
-    has_latents: bool = False
-    #: whether the model is class-conditional: then training, evaluation and sampling pass labels
-    conditional: bool = False
+    """A model of images ``x`` of shape ``data_shape`` (values in [0, 1]; {0, 1} when ``binary``)."""
 
     def __init__(self, data_shape: tuple[int, int, int], binary: bool) -> None:
         super().__init__()
@@ -40,25 +51,82 @@ class GenerativeModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def metrics(self, x: torch.Tensor, k: int, chunk: int, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Per-image evaluation numbers for a batch ``x``, one tensor [B] per metric.
 
-        ``y`` holds class labels [B] for :attr:`conditional` models and is None otherwise.
+class Likelihood(ABC):
+    """A density model: ``likelihood`` is its observation model, which says whether its numbers
+    are probability masses or densities."""
 
-        Likelihood metrics are named ``nll_<estimator>`` and are negative log-likelihoods in
-        nats per image (``nll_exact``, ``nll_elbo``, ``nll_iwae`` with ``k`` importance samples
-        evaluated ``chunk`` at a time).
-        """
+    likelihood: ObservationModel
+
+
+class ExactLikelihood(Likelihood):
+    @abstractmethod
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x) in nats per image [B] (``y``: class labels of conditional models)."""
+
+
+class LatentLikelihood(Likelihood):
+    """p(x) = integral of p(x | z) p(z) dz with an amortized posterior q(z | x)."""
+
+    @abstractmethod
+    def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(x | z) for one reparametrized z ~ q(z | x), [B]; KL(q || p) per latent group,
+        [B, groups]) in nats: the ELBO is their difference, summed over groups."""
+
+    @abstractmethod
+    def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """[k, B] of log p(x, z_i) - log q(z_i | x) for k draws z_i ~ q(z | x)."""
+
+    def group_sizes(self) -> torch.Tensor:
+        """Latent units of each group of :meth:`elbo_terms`' KL (what KL balancing weighs by)."""
         raise NotImplementedError
 
+    def penalty(self) -> torch.Tensor | float:
+        """A regularizer the training losses add (none by default)."""
+        return 0.0
+
+
+class Sampler(ABC):
+    @abstractmethod
     def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` images [n, C, H, W] in [0, 1] drawn from the model.
 
-        ``fast=False`` asks for the plain reference sampler where a model has a faster one;
+        ``fast=False`` asks for the plain reference algorithm where a model has a faster one;
         both give the same images for the same seed. ``y``: class labels [n] for conditional
         models (by default the classes in turn).
         """
-        raise GenctlError(f"{type(self).__name__} defines no distribution to sample from; use mode=reconstruct")
+
+
+class Reconstructs(ABC):
+    @abstractmethod
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """A point in latent space per image [B, ...], for interpolation."""
+
+    @abstractmethod
+    def render(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] from latent points (the inverse direction of :meth:`code`)."""
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.render(self.code(x))
+
+
+class Completes(ABC):
+    @abstractmethod
+    def complete(
+        self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Keep the first ``known`` values of ``x`` (in generation order) and sample the rest."""
+
+
+class ClassConditional:
+    """Trained, evaluated and sampled with class labels when ``num_classes`` > 0."""
+
+    num_classes: int
+
+
+def is_conditional(model: Any) -> bool:
+    """Whether labels travel with the images for ``model``."""
+    return isinstance(model, ClassConditional) and model.num_classes > 0
 
 
 MODELS: Registry[GenerativeModel] = Registry("model", "genctl.models")

@@ -8,7 +8,7 @@ spot. Two stacks replace them (the paper's figure 2):
   layers row i sees rows i - l*(k//2) .. i, every column within l*(k//2). That includes the
   current row (and pixel), so it reaches the horizontal stack only shifted down one row;
 - the horizontal stack convolves 1 x k windows masked to the current pixel and those left of it,
-  with the colour groups of :mod:`genctl.models.masked` at the current pixel (mask A in the first
+  with the colour groups of :mod:`genctl.nn.masked` at the current pixel (mask A in the first
   layer, B after), and adds a 1x1 projection of the shifted vertical stack.
 
 Together they see every earlier value in a rectangle around the pixel: no blind spot. Units are
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genctl.models.autoregressive import AutoregressiveModel, tiny_ops
-from genctl.models.base import MODELS
-from genctl.models.masked import MaskedConv2d, pointwise
+from genctl.models.base import MODELS, ClassConditional
+from genctl.nn.masked import MaskedConv2d, pointwise
 
 
 def gate(x: torch.Tensor, colors: int) -> torch.Tensor:
@@ -117,7 +117,7 @@ class GatedLayer(nn.Module):
 
 
 @MODELS.register("gated_pixelcnn")
-class GatedPixelCNN(AutoregressiveModel):
+class GatedPixelCNN(AutoregressiveModel, ClassConditional):
     def __init__(
         self,
         data_shape: tuple[int, int, int],
@@ -137,7 +137,6 @@ class GatedPixelCNN(AutoregressiveModel):
         if layers < 1 or num_classes < 0:
             raise ValueError("layers must be >= 1 and num_classes >= 0")
         self.num_classes = num_classes
-        self.conditional = num_classes > 0
         self.layers = nn.ModuleList(
             GatedLayer(channels if i else colors, channels, kernel, "B" if i else "A", colors, num_classes) for i in range(layers)
         )

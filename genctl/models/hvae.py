@@ -8,7 +8,7 @@ Latent groups z_1 (top) .. z_L are feature maps at ``scales`` resolutions below 
 group; a top-down path, shared by the prior and the posterior, starts from a learned constant and
 for each group (1) reads the prior p(z_l | z_<l) off its state (the top group's is N(0, I)),
 (2) reads the posterior from its state and the group's encoder features, (3) merges a sample of
-z_l back into its state, then runs residual cells (:mod:`genctl.models.cells`). So the ELBO's
+z_l back into its state, then runs residual cells (:mod:`genctl.nn.cells`). So the ELBO's
 KL is a sum of per-group KLs, each analytic given the samples above it.
 
 Switches for ablation: ``residual_posterior`` (NVAE eq. 2: q as a shift and rescaling of the prior,
@@ -29,22 +29,22 @@ import torch
 from torch import nn
 
 from genctl.models.base import MODELS
-from genctl.models.cells import Cell, add_spectral_state, spectral_penalty
-from genctl.models.latent import LOG_2PI, LatentVariableModel
-from genctl.models.likelihoods import Bernoulli, DiscretizedLogisticMixture
+from genctl.models.latent import LatentVariableModel
+from genctl.nn.cells import Cell, add_spectral_state, spectral_penalty
+from genctl.nn.gaussian import kl_normal, log_normal, reparametrize
+from genctl.nn.likelihoods import Bernoulli, DiscretizedLogisticMixture
 
 Gaussian = tuple[torch.Tensor, torch.Tensor]  # (mean, log-variance), each [B, C, H, W]
 
 
 def gaussian_kl(q: Gaussian, p: Gaussian) -> torch.Tensor:
-    """KL(q || p) of diagonal Gaussians in nats, summed per image: [B]."""
-    (mq, lq), (mp, lp) = q, p
-    return 0.5 * (lp - lq + (lq.exp() + (mq - mp) ** 2) * torch.exp(-lp) - 1).flatten(1).sum(1)
+    """KL(q || p) in nats per image [B]."""
+    return kl_normal(*q, *p).flatten(1).sum(1)
 
 
 def gaussian_log_density(z: torch.Tensor, d: Gaussian) -> torch.Tensor:
-    mean, logvar = d
-    return -0.5 * (LOG_2PI + logvar + (z - mean) ** 2 * torch.exp(-logvar)).flatten(1).sum(1)
+    """log d(z) in nats per image [B]."""
+    return log_normal(z, *d).flatten(1).sum(1)
 
 
 @MODELS.register("hvae")
@@ -157,8 +157,7 @@ class HVAE(LatentVariableModel):
             q = None if features is None else self.posterior(g, h, features[g], p)
             z = None if latents is None else latents[g]
             if z is None:
-                mean, logvar = p if q is None else q
-                z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) * temperature
+                z = reparametrize(*(p if q is None else q), scale=temperature)
             record.append((z, p, q))
             h = self.decoder_cells[g](self.merge[g](torch.cat([h, z], 1)))
         h = self.up[-1](h)  # the finest latent scale is half the input's
@@ -210,6 +209,3 @@ class HVAE(LatentVariableModel):
 
     def render(self, z: torch.Tensor) -> torch.Tensor:
         return self.likelihood.mean(self.top_down(len(z), latents=self.split_latents(z))[0])
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.render(self.code(x))

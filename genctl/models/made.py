@@ -12,7 +12,6 @@ p(x) = mean_m p_m(x), still an exact likelihood; samples come from the same mixt
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -21,7 +20,8 @@ from torch import nn
 
 from genctl.models.autoregressive import AutoregressiveModel, from_sequence, raster_order, to_sequence
 from genctl.models.base import MODELS
-from genctl.models.nets import ACTIVATIONS
+from genctl.nn.functional import log_mean_exp
+from genctl.nn.nets import ACTIVATIONS
 
 
 @MODELS.register("made")
@@ -95,7 +95,7 @@ class MADE(AutoregressiveModel):
         if self.training or self.eval_masks == 1:
             return self.log_prob_from_logits(x, self.logits(x))
         per_mask = torch.stack([self.log_prob_from_logits(x, self.logits(x, m)) for m in range(self.eval_masks)])
-        return torch.logsumexp(per_mask, 0) - math.log(self.eval_masks)
+        return log_mean_exp(per_mask, 0)
 
     def mask_order(self, m: int) -> torch.Tensor:
         """Flat [C, H, W] indices in the generation order of mask ``m``."""

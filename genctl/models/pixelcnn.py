@@ -17,7 +17,7 @@ from torch import nn
 
 from genctl.models.autoregressive import AutoregressiveModel, tiny_ops
 from genctl.models.base import MODELS
-from genctl.models.masked import MaskedConv2d, pointwise
+from genctl.nn.masked import MaskedConv2d, pointwise
 
 
 class ResidualBlock(nn.Module):

@@ -26,7 +26,7 @@ from torch import nn
 
 from genctl.models.autoregressive import AutoregressiveModel
 from genctl.models.base import MODELS
-from genctl.models.masked import MaskedConv2d, causal_mask
+from genctl.nn.masked import MaskedConv2d, causal_mask
 
 
 class GateConv(nn.Module):

@@ -13,8 +13,8 @@ import torch
 
 from genctl.models.base import MODELS
 from genctl.models.latent import LatentVariableModel
-from genctl.models.likelihoods import likelihood_for
-from genctl.models.nets import Decoder, Encoder
+from genctl.nn.likelihoods import likelihood_for
+from genctl.nn.nets import Decoder, Encoder
 
 
 @MODELS.register("vae")

@@ -28,10 +28,12 @@ from tqdm.auto import tqdm
 from genctl.config import build
 from genctl.data import Batches, load_dataset
 from genctl.errors import GenctlError
-from genctl.eval.evaluate import evaluate, evaluating, label
+from genctl.eval.evaluate import evaluate, evaluating
+from genctl.eval.report import describe, summarize
 from genctl.images import make_grid, save_grid
 from genctl.losses import Loss, build_loss
 from genctl.models import GenerativeModel, build_model
+from genctl.models.base import Reconstructs, Sampler, is_conditional
 from genctl.runtime import resolve_device, seed_everything
 from genctl.train import distributed
 from genctl.train.checkpoint import (
@@ -159,11 +161,11 @@ def image_grids(
     validation images, originals above (where it has latents); and samples per second."""
     grids, rate = {}, None
     with evaluating(model, opts.seed):
-        if model.can_sample:
+        if isinstance(model, Sampler):
             start = time.perf_counter()
             grids["samples"] = model.sample(opts.num_samples)
             rate = opts.num_samples / max(time.perf_counter() - start, 1e-9)
-        if model.has_latents and len(val_x):
+        if isinstance(model, Reconstructs) and len(val_x):
             x = val_x[:32]
             grids["reconstructions"] = torch.cat([x, model.reconstruct(x)])
     return grids, rate
@@ -196,7 +198,7 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=opts.precision == "fp16")
         # labels travel with the images only to class-conditional models
-        if self.model.conditional:
+        if is_conditional(self.model):
             self.labels = {s: t.to(self.device) for s, t in data.labels.items()}
             classes = int(data.labels["train"].max()) + 1
             if classes > self.model.num_classes:
@@ -511,7 +513,7 @@ class Trainer:
                 progress=True,
                 labels=self.labels["test"],
             )
-            results["test"] = label(test_means, data.shape, data.binary, int(e.k))
+            results["test"] = describe(test_means, self.model, int(e.k))
             results["test_split"] = f"{data.name} test ({len(data.test)} images), checkpoint best.pt"
             for name, value in test_means.items():
                 self.writer.add_scalar(f"test/{name}", value, progress.step)
@@ -533,14 +535,3 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
-
-
-def summarize(metrics: dict[str, Any]) -> str:
-    """One line: ``nll_iwae 95.31 nats (0.1754 bits/dim, IWAE bound, k=100); mse 0.0123``."""
-    parts = []
-    for name, value in metrics.items():
-        if isinstance(value, dict):
-            parts.append(f"{name} {value['nats']:.2f} nats ({value['bits_per_dim']:.4f} bits/dim, {value['estimator']})")
-        else:
-            parts.append(f"{name} {value:.4f}")
-    return "; ".join(parts)

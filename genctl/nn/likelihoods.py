@@ -1,12 +1,16 @@
-"""Observation models p(x | decoder output): the per-image log-likelihood in nats.
+"""Observation models p(x | network output): the per-image log-likelihood in nats.
 
-Binarized pixels get a Bernoulli; continuous intensities in [0, 1] a Gaussian with fixed
-standard deviation, whose negative log-likelihood is MSE / (2 sigma^2) plus a constant, which is
-what "MSE-equivalent" means here (the constant is kept, so the numbers are true densities);
-8-bit images a discretized logistic mixture, a probability mass over the 256 values, so its
-NLL is comparable to the autoregressive models' exact 256-way softmax.
+Binarized pixels get a Bernoulli; 8-bit images a 256-way categorical (autoregressive models) or a
+discretized logistic mixture (latent-variable models); continuous intensities in [0, 1] a Gaussian
+with fixed standard deviation, whose negative log-likelihood is MSE / (2 sigma^2) plus a constant,
+which is what "MSE-equivalent" means here (the constant is kept, so the numbers are true densities).
 
-``channels(c)`` is the number of decoder output channels per image channel.
+Each declares ``discrete``: whether its log-likelihood is a log probability mass over the values
+the data can take (Bernoulli, categorical, discretized logistic) or a log density (the Gaussian).
+Bits per dimension are computed from that declaration (``genctl.eval.report``): a mass needs no
+offset, a density on [0, 1] needs ln 256 per dimension to be set beside 8-bit masses.
+
+``channels(c)`` is the number of network output channels per image channel.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import torch.nn.functional as F
 
 
 class Bernoulli:
-    """Decoder outputs are logits, one per pixel."""
+    """Outputs are logits, one per pixel."""
+
+    discrete = True
 
     def channels(self, c: int) -> int:
         return c
@@ -32,8 +38,26 @@ class Bernoulli:
         return torch.sigmoid(logits)
 
 
+class Categorical:
+    """Outputs are 256 logits per value, [B, 256, C, H, W]: an exact probability mass per value."""
+
+    discrete = True
+
+    def channels(self, c: int) -> int:
+        return 256 * c
+
+    def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        target = (x * 255).round().long()
+        return -F.cross_entropy(logits, target, reduction="none").flatten(1).sum(1)
+
+
 class Gaussian:
-    """Decoder outputs are means; ``sigma`` is fixed (a config knob, not learned)."""
+    """Outputs are means; ``sigma`` is fixed (a config knob, not learned). A density on the
+    intensities as given (x / 255, not dequantized), so its bits/dim are not a bound on an 8-bit
+    likelihood: ``note`` says so wherever the number is reported."""
+
+    discrete = False
+    note = "Gaussian density on [0,1] intensities (x/255, no dequantization); bits/dim adds ln 256 per dimension"
 
     def __init__(self, sigma: float) -> None:
         if sigma <= 0:
@@ -60,6 +84,8 @@ class DiscretizedLogisticMixture:
     Decoder outputs are [*, C * 3k, H, W]: per channel k mixture logits, k means, k log-scales,
     on the [-1, 1] scale.
     """
+
+    discrete = True
 
     def __init__(self, k: int) -> None:
         if k < 1:

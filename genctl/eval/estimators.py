@@ -1,0 +1,50 @@
+"""Per-image estimates of what a model declares it can score, in nats.
+
+- exact: -log p(x) of an :class:`~genctl.models.base.ExactLikelihood` model.
+- ELBO and IWAE-k (Burda, Grosse & Salakhutdinov, 2016) of a
+  :class:`~genctl.models.base.LatentLikelihood` model::
+
+      log p(x) >= IWAE_k = E[log (1/k) sum_i p(x, z_i) / q(z_i | x)] >= ELBO = IWAE_1,
+
+  and IWAE_k -> log p(x) as k grows. The k samples are drawn ``chunk`` at a time, so memory is
+  bounded by ``chunk`` decoder passes and not by ``k``.
+- MSE per pixel of a model with no likelihood that reconstructs (an autoencoder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from genctl.models.base import ExactLikelihood, GenerativeModel, LatentLikelihood, Likelihood, Reconstructs
+from genctl.nn.functional import log_mean_exp
+
+LogWeights = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def iwae_log_likelihood(log_weights: LogWeights, x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """IWAE_k lower bound on log p(x) per image [B].
+
+    ``log_weights(x, m)`` returns [m, B] values of log p(x, z) - log q(z | x), z ~ q(z | x).
+    """
+    if k < 1 or chunk < 1:
+        raise ValueError(f"k and chunk must be >= 1, got k={k}, chunk={chunk}")
+    return log_mean_exp(torch.cat([log_weights(x, min(chunk, k - start)) for start in range(0, k, chunk)]), dim=0)
+
+
+def estimates(
+    model: GenerativeModel, x: torch.Tensor, k: int, chunk: int, y: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Every estimate that applies to ``model``, one tensor [B] each: ``nll_exact``; ``nll_elbo``,
+    ``nll_iwae`` (``k`` importance samples, ``chunk`` at a time) and ``kl``; or ``mse``."""
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(model, ExactLikelihood):
+        out["nll_exact"] = -model.log_prob(x, y)
+    if isinstance(model, LatentLikelihood):
+        log_px_z, kl = model.elbo_terms(x)
+        kl = kl.sum(1)
+        out.update(nll_elbo=kl - log_px_z, nll_iwae=-iwae_log_likelihood(model.log_weights, x, k, chunk), kl=kl)
+    if isinstance(model, Reconstructs) and not isinstance(model, Likelihood):
+        out["mse"] = (model.reconstruct(x) - x).pow(2).flatten(1).mean(1)
+    return out

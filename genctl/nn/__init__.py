@@ -1,0 +1,1 @@
+"""Layers and distributions that models are built from; nothing here is registered as a model."""
