@@ -44,6 +44,22 @@ def test_idx_rejects_bad_magic_and_truncation(tmp_path):
     (tmp_path / "cut").write_bytes((tmp_path / "ok").read_bytes()[:-100])
     with pytest.raises(GenctlError, match="truncated"):
         read_idx(tmp_path / "cut")
+    huge = bytes([0, 0, 0x08, 3]) + (2**32 - 1).to_bytes(4, "big") * 3 + b"\x00" * 64  # product overflows int64
+    (tmp_path / "huge").write_bytes(huge)
+    with pytest.raises(GenctlError, match="truncated"):
+        read_idx(tmp_path / "huge")
+
+
+def test_mnist_files_of_another_type_are_refused_in_one_line(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = np.zeros((2, 28, 28), ">f4")
+    header = bytes([0, 0, 0x0D, 3]) + b"".join(int(s).to_bytes(4, "big") for s in images.shape)
+    for prefix in ("train", "t10k"):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.zeros(2), gz=False)
+    with pytest.raises(GenctlError, match=r"must hold unsigned bytes \(IDX type 0x08\)"):
+        load_dataset(dataset_cfg(name="mnist", root=str(tmp_path)))
 
 
 def test_mnist_layout_from_any_of_the_three_roots(tmp_path):
@@ -77,18 +93,47 @@ def test_embedded_digits_are_the_documented_slice_of_real_mnist():
         assert torch.equal(data.test[:, 0], digits[9500:])
 
 
-def test_cifar10_python_batches(tmp_path):
+def write_cifar(tmp_path, protocol: int = 2) -> None:
     base = tmp_path / "cifar-10-batches-py"
     base.mkdir()
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         entry = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": list(range(4))}
-        (base / name).write_bytes(pickle.dumps(entry))
+        (base / name).write_bytes(pickle.dumps(entry, protocol=protocol))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_python_batches(tmp_path, protocol):
+    write_cifar(tmp_path, protocol)
+    base = tmp_path / "cifar-10-batches-py"
     data = load_dataset(dataset_cfg(name="cifar10", root=str(tmp_path), val_size=2))
     assert data.shape == (3, 32, 32)
     assert (len(data.train), len(data.val), len(data.test)) == (18, 2, 4)
     first = pickle.loads((base / "data_batch_1").read_bytes())["data"][0]
     assert data.train.flatten(1).tolist().count(first.tolist()) + data.val.flatten(1).tolist().count(first.tolist()) == 1
+
+
+class Payload:
+    def __reduce__(self):
+        return (exec, ("open('pwned', 'w').write('ran')",))
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_cifar(tmp_path)
+    entry = {"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 3], "batch_label": Payload()}
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps(entry))
+    with pytest.raises(GenctlError, match=r"data_batch_1 is not a CIFAR-10 python batch, refused: it names builtins\.exec"):
+        load_dataset(dataset_cfg(name="cifar10", root=str(tmp_path), val_size=2))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_decompression_bomb_image_is_refused_in_one_line(tmp_path, monkeypatch):
+    Image.new("L", (64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)  # over twice the limit: Pillow refuses it
+    cfg = dataset_cfg(name="image_folder", root=str(tmp_path), image_size=8, channels=1, test_size=0, val_size=0)
+    with pytest.raises(GenctlError, match=r"cannot decode image .*big\.png: Image size \(4096 pixels\) exceeds"):
+        load_dataset(cfg)
 
 
 def test_image_folder_with_class_subfolders(tmp_path):

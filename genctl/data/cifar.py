@@ -14,16 +14,38 @@ _TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 _TEST = ["test_batch"]
 
 
+# What a CIFAR-10 batch holds besides dicts, lists, strings and ints: one numpy array, pickled by
+# numpy 1 (numpy.core) or 2 (numpy._core) with any pickle protocol, and bytes as Python 3 writes
+# them at protocol 2 (_codecs.encode; torch's weights-only loader admits it too).
+_ALLOWED = {
+    ("_codecs", "encode"),
+    *((f"numpy.{core}.multiarray", "_reconstruct") for core in ("core", "_core")),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles the batch format and nothing else: a pickle can name any callable to run while
+    it loads, so every global outside a numpy array's reconstruction is refused."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds")
+        return super().find_class(module, name)
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            # These files are pickled dicts of numpy arrays written by the dataset's authors;
-            # only open files you trust, as with any pickle.
-            entry = pickle.load(f, encoding="latin1")
+            entry = _BatchUnpickler(f, encoding="latin1").load()
         data, labels = entry["data"], entry.get("labels", entry.get("fine_labels"))
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
-        raise GenctlError(f"{path} is not a readable CIFAR-10 python batch: {e}") from e
-    return np.asarray(data, np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or not isinstance(labels, list):
+            raise TypeError("expected a uint8 array 'data' and a list 'labels'")
+        return data.reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise GenctlError(f"{path} is not a CIFAR-10 python batch, refused: {e}") from e
 
 
 def read_cifar10(root: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

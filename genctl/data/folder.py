@@ -37,8 +37,8 @@ def read_image_folder(root: Path, image_size: int, channels: int) -> tuple[torch
             with Image.open(path) as im:
                 im = im.convert(mode).resize((image_size, image_size), Image.BILINEAR)
                 images[i] = np.asarray(im).reshape(image_size, image_size, channels)
-        except (OSError, UnidentifiedImageError) as e:
-            raise GenctlError(f"cannot decode image {path}: {e}") from e
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+            raise GenctlError(f"cannot decode image {path}: {str(e).splitlines()[0]}") from e
         parts = path.relative_to(root).parts
         labels[i] = index[parts[0]] if len(parts) > 1 else 0
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)

@@ -7,6 +7,7 @@ Folder is ``MNIST`` or ``FashionMNIST``.
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,12 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
         raise GenctlError(f"{path} is not an IDX file (bad magic number)")
     ndim = data[3]
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise GenctlError(f"{path} is truncated: its header announces {ndim} dimensions")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[data[2]])
-    count = int(np.prod(shape))
-    offset = 4 + 4 * ndim
+    count = math.prod(shape)  # Python ints: a forged header cannot overflow the check below
     if len(data) - offset < count * dtype.itemsize:
         raise GenctlError(f"{path} is truncated: header says {shape}, file too short")
     return np.frombuffer(data, dtype, count, offset).reshape(shape)
@@ -64,7 +67,9 @@ def read_mnist_layout(root: Path, folder: str, dataset: str) -> dict[str, tuple[
                 f"add dataset.download=true (needs torchvision), or use the embedded dataset=digits"
             )
         images, labels = read_idx(img), read_idx(lab)
-        if images.ndim != 3 or labels.shape[0] != images.shape[0]:
+        if images.dtype != np.uint8 or labels.dtype != np.uint8:
+            raise GenctlError(f"{img} and {lab} must hold unsigned bytes (IDX type 0x08), as MNIST-style files do")
+        if images.ndim != 3 or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             raise GenctlError(f"{img} and {lab} do not form an image/label pair")
         out[split] = (torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
     return out
