@@ -132,6 +132,8 @@ def test_model_options_are_checked_by_name_and_type(digits):
         build_model(OmegaConf.merge(vae_cfg(), {"latnt_dim": 3}), digits.shape, True)
     with pytest.raises(GenctlError, match="latent_dim='x' is not valid.*int"):
         build_model(vae_cfg(latent_dim="x"), digits.shape, True)
+    with pytest.raises(GenctlError, match="latent_dim must be >= 1, got 0"):
+        build_model(vae_cfg(latent_dim=0), digits.shape, True)
     with pytest.raises(GenctlError, match="arch='deep' is not valid.*mlp, conv"):
         build_model(vae_cfg(arch="deep"), digits.shape, True)
     with pytest.raises(GenctlError, match=f"unknown model 'vaee'; choose one of: {', '.join(MODELS.names())}$"):

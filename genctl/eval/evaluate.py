@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -11,6 +13,22 @@ from tqdm.auto import tqdm
 from genctl.data.loader import Batches
 from genctl.eval.estimators import estimates
 from genctl.models.base import GenerativeModel
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """``configs/eval/*.yaml``, checked: how likelihoods are estimated and on which split."""
+
+    k: int
+    chunk: int
+    batch_size: int
+    split: Literal["test", "val", "train"]
+    seed: int
+
+    def __post_init__(self) -> None:
+        for name in ("k", "chunk", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @contextmanager

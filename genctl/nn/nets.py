@@ -32,11 +32,13 @@ def _feature_shape(shape: tuple[int, int, int], arch: str, channels: list[int]) 
     return channels[-1], h // scale, w // scale
 
 
-def check_arch(arch: str, activation: str) -> None:
+def check_arch(arch: str, activation: str, channels: list[int], hidden: list[int]) -> None:
     if arch not in ("mlp", "conv"):
         raise ValueError(f"arch={arch} is not one of: mlp, conv")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation} is not one of: {', '.join(ACTIVATIONS)}")
+    if any(size < 1 for size in [*channels, *hidden]):
+        raise ValueError(f"every entry of channels={channels} and hidden={hidden} must be >= 1")
 
 
 class Encoder(nn.Module):
@@ -46,7 +48,7 @@ class Encoder(nn.Module):
         self, shape: tuple[int, int, int], arch: str, channels: list[int], hidden: list[int], out_dim: int, activation: str
     ) -> None:
         super().__init__()
-        check_arch(arch, activation)
+        check_arch(arch, activation, channels, hidden)
         act = ACTIVATIONS[activation]
         layers: list[nn.Module] = []
         if arch == "conv":
@@ -70,7 +72,9 @@ class Decoder(nn.Module):
         self, shape: tuple[int, int, int], arch: str, channels: list[int], hidden: list[int], in_dim: int, activation: str
     ) -> None:
         super().__init__()
-        check_arch(arch, activation)
+        check_arch(arch, activation, channels, hidden)
+        if in_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {in_dim}")
         act = ACTIVATIONS[activation]
         feat = _feature_shape(shape, arch, channels)
         dense = mlp([in_dim, *reversed(hidden), feat[0] * feat[1] * feat[2]], activation, final_activation=arch == "conv")
