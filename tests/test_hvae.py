@@ -107,12 +107,16 @@ def test_8bit_colour_images_train_and_sample():
     assert images.shape == (2, 3, 8, 8) and 0 <= images.min() and images.max() <= 1
 
 
-def test_kl_balancing_weights_groups_by_size_and_kl_during_warmup_only():
+def test_kl_balancing_weights_groups_by_kl_per_unit_during_warmup_only():
+    """NVAE's kl_balancer: gamma_l proportional to mean KL_l / size_l (plus 0.01), averaging 1."""
     loss = ELBO(1.0, 100, balance=True)
     kl = torch.tensor([[1.0, 3.0], [3.0, 5.0]])  # batch means 2 and 4
-    sizes = torch.tensor([1.0, 2.0])
+    sizes = torch.tensor([1.0, 4.0])
     gamma = loss.group_weights(kl, sizes, step=10)
-    torch.testing.assert_close(gamma, torch.tensor([2.01, 8.02]) / 5.015)
+    expected = torch.tensor([2.01 / 1, 4.01 / 4])
+    torch.testing.assert_close(gamma, expected / expected.mean())
+    equal_per_unit = loss.group_weights(sizes[None] * 3 - 0.01, sizes, step=10)  # 3 nats per unit everywhere
+    torch.testing.assert_close(equal_per_unit, torch.ones(2))
     assert torch.equal(loss.group_weights(kl, sizes, step=100), torch.ones(2))
     assert torch.equal(ELBO(1.0, 100, balance=False).group_weights(kl, sizes, step=10), torch.ones(2))
 

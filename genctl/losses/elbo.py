@@ -9,9 +9,11 @@ size. ``recon`` and ``kl`` are logged as positive nats per image; ``nelbo`` = re
 true bound (beta = 1), whatever beta is trained with.
 
 KL_l is the KL of latent group l (one group in a plain VAE). With ``balance``, while the KL
-weight is still warming up, gamma_l is proportional to group l's size times its batch-mean KL,
-normalized to average 1 (NVAE, Vahdat & Kautz 2020, appendix A): a group whose KL stays small
-is penalized less and is not switched off early. Otherwise every gamma_l = 1. ``penalty`` is the
+weight is still warming up, gamma_l is proportional to group l's batch-mean KL per latent unit
+(its KL divided by its size), normalized to average 1 (NVAE, Vahdat & Kautz 2020, appendix A, as
+its code computes it: the paper's "multiplied by the size" is a typo its author confirmed): a
+group whose KL per unit stays small is penalized less and is not switched off early; groups with
+equal KL per unit are weighted equally. Otherwise every gamma_l = 1. ``penalty`` is the
 model's own training regularizer (NVAE's spectral term), added in training steps only.
 """
 
@@ -43,7 +45,7 @@ class ELBO:
         """gamma_l for the batch's per-group KLs [B, groups]; no gradient flows through them."""
         if not self.balance or step is None or step >= self.kl_warmup_steps:
             return torch.ones(kl.shape[1], device=kl.device)
-        gamma = sizes * (kl.detach().mean(0) + 0.01)
+        gamma = (kl.detach().mean(0) + 0.01) / sizes
         return gamma / gamma.mean()
 
     def __call__(
