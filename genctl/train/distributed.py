@@ -72,11 +72,6 @@ def gather(obj: Any) -> list[Any]:
     return out
 
 
-def barrier() -> None:
-    if active():
-        dist.barrier()
-
-
 def finish() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
