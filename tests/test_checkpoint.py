@@ -1,12 +1,12 @@
-"""Atomic checkpoint writes (genctl/train/checkpoint.py)."""
+"""Atomic checkpoint writes (genctl/runs/checkpoint.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from genctl.train import checkpoint
-from genctl.train.checkpoint import load_checkpoint, save_checkpoint
+from genctl.runs import checkpoint
+from genctl.runs.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_a_failed_write_keeps_the_old_file_and_the_next_write_clears_dead_temp_files(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from genctl.train.checkpoint import load_checkpoint
+from genctl.runs.checkpoint import load_checkpoint
 from tests.conftest import TINY
 
 
@@ -191,7 +191,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(cli, tmp_path):
         "trainer.test_at_end=false",
         "trainer.batch_size=128",
         "optim.schedule=cosine",
-        "optim.warmup_steps=5",
+        "optim.lr_warmup_steps=5",
     ]
     code, _, err = cli("train", *common, f"hydra.run.dir={tmp_path / 'straight'}")
     assert code == 0, err

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from genctl.cli.errors import exit_on_user_error
 from genctl.cli.logs import route_console_through_tqdm
 from genctl.config import config_dir
-from genctl.train.loop import train
+from genctl.train.build import train
 
 log = logging.getLogger("genctl")
 
@@ -23,8 +23,8 @@ def main(cfg: DictConfig) -> float:
     route_console_through_tqdm()
     run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
     log.info("run folder: %s", run_dir)
-    results = train(cfg, run_dir)
+    progress = train(cfg, run_dir)
     log.info(
         "done: checkpoints, samples, TensorBoard logs (tensorboard --logdir %s) and metrics.json in %s", run_dir / "tb", run_dir
     )
-    return float(results["best_val_loss"])  # what sweepers minimize
+    return float(progress.best_val)  # what sweepers minimize

@@ -1,1 +1,1 @@
-"""The one training loop, its checkpoints and its logging."""
+"""Training: the config built into a run (build), its step, loop, hooks and final report."""

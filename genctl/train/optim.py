@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -19,7 +21,7 @@ def build_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
         raise GenctlError(f"optim.schedule={cfg.schedule} is not one of: {', '.join(SCHEDULES)}")
     if name not in OPTIMIZERS:
         raise GenctlError(f"unknown optimizer '{name}'; choose one of: {', '.join(OPTIMIZERS)}")
-    options = {k: v for k, v in cfg.items() if k not in ("name", "schedule", "warmup_steps")}
+    options = {k: v for k, v in cfg.items() if k not in ("name", "schedule", "lr_warmup_steps")}
     if "betas" in options:
         options["betas"] = tuple(options["betas"])
     return build(f"optim '{name}'", OPTIMIZERS[name], options, params=params)
@@ -36,3 +38,30 @@ def lr_factor(schedule: str, warmup_steps: int, step: int, progress: float) -> f
     if schedule == "constant":
         return 1.0
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class LRSchedule:
+    """``optim.schedule`` with ``optim.lr_warmup_steps`` over the optimizer's base LRs. The LR is a
+    function of the step and of the fraction of the run done, both in the training progress; the
+    base LRs and the schedule's name are its checkpointed state (as torch's schedulers keep theirs)."""
+
+    schedule: str
+    warmup_steps: int
+    base_lrs: list[float]
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int, done: float) -> None:
+        factor = lr_factor(self.schedule, self.warmup_steps, step, done)
+        for group, lr in zip(optimizer.param_groups, self.base_lrs):
+            group["lr"] = lr * factor
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base_lrs": self.base_lrs, "schedule": self.schedule}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The schedule continues from the stored LRs."""
+        self.base_lrs = list(state["base_lrs"])
+
+
+def build_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> LRSchedule:
+    return LRSchedule(str(cfg.schedule), int(cfg.lr_warmup_steps), [group["lr"] for group in optimizer.param_groups])

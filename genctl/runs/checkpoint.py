@@ -1,27 +1,27 @@
 """Checkpoints: plain tensors and containers only, written atomically, read with weights_only.
 
 A checkpoint holds the state to continue training exactly (model, optimizer, every RNG, step,
-epoch) and the resolved config the model is rebuilt from through genctl's registry. Nothing in
-it is code, and loading never unpickles arbitrary objects.
+epoch: ``genctl.train.state``) and the resolved config the model is rebuilt from through genctl's
+registry. Nothing in it is code, and loading never unpickles arbitrary objects. Training, eval,
+sample and the scripts all read checkpoints through this module.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import random
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from genctl import __version__
 from genctl.errors import GenctlError
 from genctl.models.base import GenerativeModel, build_model
+from genctl.runtime import resolve_device
 
 FORMAT = 1
 
@@ -78,37 +78,6 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
-def rng_state(data_generator: torch.Generator) -> dict[str, Any]:
-    """Every random stream training draws from, as tensors and plain containers."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": pos,
-            "has_gauss": has_gauss,
-            "gauss": gauss,
-        },
-        "python": random.getstate(),
-        "data": data_generator.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    data_generator.set_state(state["data"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def load_weights(model: GenerativeModel, state: dict[str, Any], path: Path) -> None:
     """Load a checkpoint's weights into ``model``; a mismatch names the stored model."""
     stored = state["config"].get("model", {}).get("name")
@@ -131,3 +100,16 @@ def restore_model(state: dict[str, Any], path: Path) -> GenerativeModel:
     model = build_model(config.model, tuple(state["data_shape"]), bool(state["binary"]))
     load_weights(model, state, path)
     return model
+
+
+def open_checkpoint(cfg: DictConfig) -> tuple[Path, dict[str, Any], GenerativeModel, DictConfig]:
+    """``genctl eval`` and ``genctl sample``: (checkpoint path, state, model on ``cfg.device``, the
+    training config, its dataset root replaced by ``cfg.data_root`` when given)."""
+    device = resolve_device(str(cfg.device))
+    path = resolve_checkpoint(cfg.ckpt, prefer="best.pt")
+    state = load_checkpoint(path)
+    model = restore_model(state, path).to(device)
+    train_cfg = OmegaConf.create(state["config"])
+    if cfg.data_root is not None:
+        train_cfg.dataset.root = str(cfg.data_root)
+    return path, state, model, train_cfg

@@ -1,0 +1,177 @@
+"""The composition root of ``genctl train``: the config is read here, and only here, into the
+objects a training run is made of (as ``train(cfg)`` in the lightning-hydra-template)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+
+from genctl.config import build
+from genctl.data import Batches, load_dataset
+from genctl.errors import GenctlError
+from genctl.losses import Loss, build_loss
+from genctl.models import GenerativeModel, build_model
+from genctl.models.base import is_conditional
+from genctl.runs.checkpoint import resolve_checkpoint
+from genctl.runtime import resolve_device, seed_everything
+from genctl.train import distributed
+from genctl.train.hooks import EpochLog, History, Hook, ImageGrids, ProgressBar, TensorBoard
+from genctl.train.loop import Schedule, Trainer
+from genctl.train.optim import build_optimizer, build_schedule
+from genctl.train.report import Report, TestSettings
+from genctl.train.state import Progress
+from genctl.train.step import LossStep, TrainStep
+from genctl.train.validation import Validation
+
+log = logging.getLogger("genctl")
+
+# Rank r of a data-parallel run seeds its own stream (posterior noise) with seed + r * this prime:
+# the ranks' streams differ, and never coincide with another run's whose seed is a few apart.
+RANK_SEED_STRIDE = 1_000_003
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """``configs/trainer/*.yaml``, checked. The YAML holds the values; there are no defaults here."""
+
+    epochs: int
+    batch_size: int
+    device: str
+    seed: int
+    grad_clip: float
+    max_time: float | None
+    max_steps: int | None
+    log_every: int
+    val_every: int
+    ckpt_every: int
+    sample_every: int
+    num_samples: int
+    num_reconstructions: int
+    val_batch_size: int
+    test_at_end: bool
+    precision: Literal[32, "bf16", "fp16"]
+    skip_nonfinite: bool
+    compile: bool
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "log_every", "val_every", "ckpt_every", "sample_every", "val_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_time is not None and self.max_time <= 0:
+            raise ValueError(f"max_time is in minutes and must be > 0, got {self.max_time}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+
+
+def trainer_options(cfg: DictConfig) -> TrainerOptions:
+    return build("trainer", TrainerOptions, cfg.trainer)
+
+
+def build_step(
+    opts: TrainerOptions, model: GenerativeModel, loss_fn: Loss, optimizer: torch.optim.Optimizer, device: torch.device
+) -> TrainStep:
+    """The training step as configured: mixed precision, DistributedDataParallel across ranks,
+    torch.compile (of the training step only: evaluation and sampling run the plain model)."""
+    if opts.precision == "fp16" and device.type != "cuda":
+        raise GenctlError(f"trainer.precision=fp16 needs a CUDA device (this run is on {device}); use bf16 or 32")
+    loss_step: torch.nn.Module = LossStep(model, loss_fn)
+    if distributed.world_size() > 1:  # rank 0's initial weights are broadcast; gradients are averaged
+        loss_step = DistributedDataParallel(loss_step, device_ids=[device] if device.type == "cuda" else None)
+        torch.manual_seed(opts.seed + RANK_SEED_STRIDE * distributed.rank())
+    if opts.compile:
+        loss_step = torch.compile(loss_step)
+    return TrainStep(
+        loss_step=loss_step,
+        optimizer=optimizer,
+        scaler=torch.amp.GradScaler(device.type, enabled=opts.precision == "fp16"),
+        parameters=list(model.parameters()),
+        grad_clip=opts.grad_clip,
+        autocast={"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision),
+        device_type=device.type,
+        skip_nonfinite=opts.skip_nonfinite,
+    )
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = None) -> Trainer:
+    """Everything ``cfg`` describes, built and resumed where ``cfg.resume`` says. Rank 0 gets
+    ``hooks``, by default the progress bar, TensorBoard, history, log lines and the final report."""
+    opts = trainer_options(cfg)
+    distributed.init()
+    rank, world = distributed.rank(), distributed.world_size()
+    device = resolve_device(opts.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if opts.batch_size % world:
+        raise GenctlError(f"trainer.batch_size={opts.batch_size} is the global batch: make it divisible by {world} processes")
+    seed_everything(opts.seed)
+    data = load_dataset(cfg.dataset)
+    model = build_model(cfg.model, data.shape, data.binary).to(device)
+    loss_fn = build_loss(cfg.loss, model, str(cfg.model.name))
+    optimizer = build_optimizer(cfg.optim, model.parameters())
+    lr = build_schedule(cfg.optim, optimizer)
+    step = build_step(opts, model, loss_fn, optimizer, device)
+    # labels travel with the images only to class-conditional models
+    labels = dict.fromkeys(data.labels)
+    if is_conditional(model):
+        labels = {split: t.to(device) for split, t in data.labels.items()}
+        classes = int(data.labels["train"].max()) + 1
+        if classes > model.num_classes:
+            raise GenctlError(f"the dataset has {classes} classes but model.num_classes={model.num_classes}")
+    images, dynamic = data.train_source()
+    batches = Batches(
+        images.to(device),
+        opts.batch_size,
+        shuffle=True,
+        dynamic_binarize=dynamic,
+        generator=torch.Generator(device).manual_seed(opts.seed),
+        labels=labels["train"],
+        shard=(rank, world),
+    )
+    val = Validation(data.fixed("val").to(device), labels["val"], opts.val_batch_size, opts.seed)
+    schedule = Schedule(
+        epochs=opts.epochs,
+        log_every=opts.log_every,
+        val_every=opts.val_every,
+        ckpt_every=opts.ckpt_every,
+        sample_every=opts.sample_every,
+        max_steps=opts.max_steps,
+        max_seconds=opts.max_time * 60 if opts.max_time else None,
+    )
+    if hooks is None:
+        grids = ImageGrids(model, val.x, opts.num_samples, opts.num_reconstructions, opts.seed)
+        e = cfg.eval
+        test = TestSettings(int(e.batch_size), int(e.k), int(e.chunk), int(e.seed)) if opts.test_at_end else None
+        report = Report(run_dir, str(cfg.model.name), data, labels["test"], grids, device, test)
+        # the report publishes the test numbers: it ends before TensorBoard closes
+        hooks = [ProgressBar(), History(run_dir / "history.jsonl"), EpochLog(), report, TensorBoard(run_dir / "tb", grids)]
+    meta = {"config": OmegaConf.to_container(cfg, resolve=True), "data_shape": list(data.shape), "binary": data.binary}
+    trainer = Trainer(model, loss_fn, step, batches, lr, val, schedule, run_dir, meta, hooks if rank == 0 else [])
+    if cfg.resume:
+        trainer.resume(resolve_checkpoint(cfg.resume, prefer="last.pt"))
+    log.info(
+        "model %s (%s parameters) on %s: %d train / %d val / %d test images %s, binarize=%s",
+        cfg.model.name,
+        f"{sum(p.numel() for p in model.parameters()):,}",
+        device,
+        len(data.train),
+        len(data.val),
+        len(data.test),
+        "x".join(map(str, data.shape)),
+        data.binarize,
+    )
+    return trainer
+
+
+def train(cfg: DictConfig, run_dir: Path) -> Progress:
+    """Train ``cfg.model`` on ``cfg.dataset``; write checkpoints, logs, samples and metrics.json."""
+    try:
+        return build_trainer(cfg, run_dir).fit()
+    finally:
+        distributed.finish()

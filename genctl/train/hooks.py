@@ -1,0 +1,166 @@
+"""What training shows and writes on the side: the progress bar, TensorBoard scalars and image
+grids, history.jsonl and the per-epoch log line.
+
+Hooks are attached on rank 0 only (``genctl.train.build``), so the loop calls them at fixed
+points without asking which rank it is on. Every event of :class:`Hook` does nothing; a hook
+overrides the ones it needs, as pythae's callbacks do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from tqdm.auto import tqdm
+
+from genctl.eval.evaluate import evaluating
+from genctl.images import make_grid
+from genctl.models.base import GenerativeModel, Reconstructs, Sampler
+
+if TYPE_CHECKING:
+    from genctl.train.loop import Trainer
+
+log = logging.getLogger("genctl")
+
+
+class Hook:
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """After resuming, before the first step."""
+
+    def on_epoch_begin(self, trainer: Trainer) -> None:
+        """Before the epoch's first batch (or the next batch of a resumed epoch)."""
+
+    def on_step(self, trainer: Trainer) -> None:
+        """After every step, applied or skipped."""
+
+    def on_scalars(self, trainer: Trainer, split: str, values: dict[str, float]) -> None:
+        """Numbers at the current step: ``train`` (window means, lr, images/s), ``val``, ``test``."""
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        """After the epoch's last batch, or the step a stop condition ended it on."""
+
+    def on_validation(self, trainer: Trainer, train_means: dict[str, float], val: dict[str, float], improved: bool) -> None:
+        """After a validation (``val`` is empty without a validation split); ``improved``: best.pt was written."""
+
+    def on_images(self, trainer: Trainer) -> None:
+        """When the image grids are due (``trainer.sample_every``)."""
+
+    def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
+        """After the last step and the last validation and checkpoint; ``stop``: why training ended."""
+
+
+@dataclass(frozen=True)
+class ImageGrids:
+    """What a person looks at: samples (where the model is a :class:`Sampler`) and reconstructions
+    of the first ``num_reconstructions`` validation images, originals above (where it
+    :class:`Reconstructs`)."""
+
+    model: GenerativeModel
+    val_x: torch.Tensor
+    num_samples: int
+    num_reconstructions: int
+    seed: int
+
+    def draw(self) -> tuple[dict[str, torch.Tensor], float | None]:
+        """The grids by name, and samples per second (None for a model that does not sample)."""
+        grids, rate = {}, None
+        with evaluating(self.model, self.seed):
+            if isinstance(self.model, Sampler):
+                start = time.perf_counter()
+                grids["samples"] = self.model.sample(self.num_samples)
+                rate = self.num_samples / max(time.perf_counter() - start, 1e-9)
+            if isinstance(self.model, Reconstructs) and len(self.val_x):
+                x = self.val_x[: self.num_reconstructions]
+                grids["reconstructions"] = torch.cat([x, self.model.reconstruct(x)])
+        return grids, rate
+
+
+class ProgressBar(Hook):
+    """One tqdm bar per epoch, with the latest window's mean loss."""
+
+    def on_epoch_begin(self, trainer: Trainer) -> None:
+        batches = trainer.batches
+        self.bar = tqdm(
+            total=len(batches),
+            initial=batches.position // batches.batch_size,
+            desc=f"epoch {trainer.progress.epoch + 1}/{trainer.schedule.epochs}",
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    def on_step(self, trainer: Trainer) -> None:
+        self.bar.update()
+
+    def on_scalars(self, trainer: Trainer, split: str, values: dict[str, float]) -> None:
+        if split == "train":
+            self.bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        self.bar.close()
+
+
+class TensorBoard(Hook):
+    """Scalars as ``<split>/<name>`` at the training step, and the image grids when due."""
+
+    def __init__(self, folder: Path, grids: ImageGrids) -> None:
+        self.folder, self.grids = folder, grids
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when training
+
+        # a resumed run drops what its earlier life logged after the checkpoint it continues from
+        self.writer = SummaryWriter(str(self.folder), purge_step=trainer.progress.step or None)
+
+    def on_scalars(self, trainer: Trainer, split: str, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.writer.add_scalar(f"{split}/{name}", value, trainer.progress.step)
+
+    def on_images(self, trainer: Trainer) -> None:
+        for name, grid in self.grids.draw()[0].items():
+            self.writer.add_image(name, make_grid(grid), trainer.progress.step)
+
+    def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
+        self.writer.close()
+
+
+class History(Hook):
+    """One JSON line per validation: the curves ``genctl compare`` draws."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_validation(self, trainer: Trainer, train_means: dict[str, float], val: dict[str, float], improved: bool) -> None:
+        progress = trainer.progress
+        record = {
+            "epoch": progress.epoch,
+            "step": progress.step,
+            "elapsed_s": round(progress.elapsed, 2),
+            "train_loss": train_means.get("loss"),
+            "val_loss": val.get("loss"),
+        }
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class EpochLog(Hook):
+    """The log line of each validation: losses, whether best.pt improved, speed and time."""
+
+    def on_validation(self, trainer: Trainer, train_means: dict[str, float], val: dict[str, float], improved: bool) -> None:
+        progress = trainer.progress
+        log.info(
+            "epoch %d/%d step %d  train loss %.4f  val loss %s%s  %.0f img/s  %.0fs",
+            progress.epoch,
+            trainer.schedule.epochs,
+            progress.step,
+            train_means.get("loss", math.nan),
+            f"{val['loss']:.4f}" if val else "n/a",
+            "  (best)" if improved else "",
+            trainer.images_per_s,
+            progress.elapsed,
+        )

@@ -1,0 +1,94 @@
+"""The end of training: best.pt's image grids and test numbers, and the run's metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from genctl.data import DataSplits
+from genctl.eval.evaluate import evaluate
+from genctl.eval.report import describe, summarize
+from genctl.images import save_grid
+from genctl.runs.checkpoint import load_checkpoint, load_weights
+from genctl.runs.record import Evaluation, RunRecord
+from genctl.train.hooks import Hook, ImageGrids
+
+if TYPE_CHECKING:
+    from genctl.train.loop import Trainer
+
+log = logging.getLogger("genctl")
+
+
+@dataclass(frozen=True)
+class TestSettings:
+    """How best.pt is tested (``eval.*``)."""
+
+    batch_size: int
+    k: int  # importance samples of the IWAE bound
+    chunk: int
+    seed: int
+
+
+class Report(Hook):
+    """Reload best.pt, save its image grids, test it (``test`` None: not tested) and write metrics.json.
+
+    It publishes the test numbers to the other hooks, so it must end before TensorBoard does.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        model_name: str,
+        data: DataSplits,
+        test_labels: torch.Tensor | None,
+        grids: ImageGrids,
+        device: torch.device,
+        test: TestSettings | None,
+    ) -> None:
+        self.run_dir, self.model_name, self.data, self.test_labels = run_dir, model_name, data, test_labels
+        self.grids, self.device, self.test = grids, device, test
+
+    def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
+        progress, model, data = trainer.progress, trainer.model, self.data
+        record = RunRecord(
+            model=self.model_name,
+            dataset=data.name,
+            binarize=data.binarize,
+            params=sum(p.numel() for p in model.parameters()),
+            epochs=progress.epoch,
+            steps=progress.step,
+            stopped=stop,
+            wall_time_s=round(progress.elapsed, 1),
+            train_images_per_s=round(progress.step * trainer.batches.batch_size / max(progress.elapsed, 1e-9), 1),
+            peak_memory_mb=peak_memory_mb(self.device),
+            best_epoch=progress.best_epoch,
+            skipped_steps=progress.skipped,
+            best_val_loss=progress.best_val,
+            train_loss=train_means.get("loss"),
+        )
+        best = self.run_dir / "best.pt"
+        if best.is_file():
+            load_weights(model, load_checkpoint(best, map_location=self.device), best)
+        grids, record.samples_per_s = self.grids.draw()
+        record.images = [str(save_grid(grid, self.run_dir / f"{name}.png")) for name, grid in grids.items()]
+        if self.test is not None:
+            t = self.test
+            x = data.fixed("test").to(self.device)
+            means = evaluate(model, x, t.batch_size, t.k, t.chunk, t.seed, progress=True, labels=self.test_labels)
+            about = f"{data.name} test ({len(data.test)} images), checkpoint best.pt"
+            record.evaluations["test"] = Evaluation(describe(means, model, t.k), about)
+            trainer.emit("on_scalars", "test", means)
+            log.info("test (best.pt): %s", summarize(record.evaluations["test"].metrics))
+        record.write(self.run_dir)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch on CUDA; peak resident memory of the process on CPU."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB

@@ -1,0 +1,96 @@
+"""Where a training run stands, and every random stream it draws from: what a checkpoint must
+hold, beyond weights and optimizer state, for a resumed run to take the very steps an
+uninterrupted one takes."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from genctl.data import Batches
+from genctl.train import distributed
+from genctl.train.optim import LRSchedule
+
+if TYPE_CHECKING:
+    from genctl.train.step import TrainStep
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    elapsed: float = 0.0  # seconds spent training, summed over resumes
+    best_val: float = math.inf
+    best_epoch: int = 0
+    skipped: int = 0  # steps with a non-finite loss, not applied (trainer.skip_nonfinite)
+
+
+def rng_state(data_generator: torch.Generator) -> dict[str, Any]:
+    """Every random stream training draws from, as tensors and plain containers."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
+        "python": random.getstate(),
+        "data": data_generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    data_generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def capture(model: nn.Module, step: TrainStep, lr: LRSchedule, batches: Batches, progress: Progress) -> dict[str, Any]:
+    """A training run's state as a checkpoint holds it; every rank must call this (each rank's RNG
+    state is gathered), the result is rank 0's to write."""
+    rng_ranks = distributed.gather(rng_state(batches.generator))
+    return {
+        "model": model.state_dict(),
+        "optimizer": step.optimizer.state_dict(),
+        "scaler": step.scaler.state_dict(),
+        # the LR is a function of (step, elapsed time) in "progress"; this is the schedule's state
+        "scheduler": lr.state_dict(),
+        "data": batches.state_dict(),
+        "rng": rng_ranks[0],
+        "rng_ranks": rng_ranks,
+        "progress": asdict(progress),
+    }
+
+
+def restore(state: dict[str, Any], step: TrainStep, lr: LRSchedule, batches: Batches) -> Progress:
+    """Put a checkpoint's optimizer, schedule, data order and random streams back (the weights are
+    loaded apart, with a clear error on a mismatch); where training stood."""
+    step.optimizer.load_state_dict(state["optimizer"])
+    if "scaler" in state:  # absent in checkpoints written before trainer.precision existed
+        step.scaler.load_state_dict(state["scaler"])
+    if "scheduler" in state:
+        lr.load_state_dict(state["scheduler"])
+    batches.load_state_dict(state["data"])
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    rank = distributed.rank()  # a run resumed with more processes than it had: the extra ranks take rank 0's
+    restore_rng_state(ranks[rank] if rank < len(ranks) else state["rng"], batches.generator)
+    return Progress(**state["progress"])

@@ -1,0 +1,59 @@
+"""The training step, in the order of nanoGPT's loop: forward, loss, backward, clip, step, bookkeeping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from genctl.losses import Loss
+from genctl.models import GenerativeModel
+from genctl.train import distributed
+from genctl.train.state import Progress
+
+
+class LossStep(nn.Module):
+    """The training objective as a module, so that DistributedDataParallel sees every model
+    method a loss calls (``elbo_terms``, ``log_prob``, ...) as one forward pass, and
+    torch.compile compiles model and loss together."""
+
+    def __init__(self, model: GenerativeModel, loss_fn: Loss) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, x: torch.Tensor, step: int, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return self.loss_fn(self.model, x, step, y)
+
+
+@dataclass
+class TrainStep:
+    """One optimizer step on one batch. ``loss_step`` is a :class:`LossStep` as training runs it
+    (wrapped in DistributedDataParallel and torch.compile where configured); ``parameters`` are the
+    model's, whose global gradient norm is clipped to ``grad_clip`` (0: no clipping)."""
+
+    loss_step: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # loss scaling for fp16; a pass-through when disabled
+    parameters: list[nn.Parameter]
+    grad_clip: float
+    autocast: torch.dtype | None  # the forward pass's mixed precision; None: float32
+    device_type: str
+    skip_nonfinite: bool  # a loss that is NaN/inf on any rank is not applied (one device sync per step)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None, progress: Progress) -> dict[str, torch.Tensor] | None:
+        """The step's losses (detached, still on the device), or None when it was skipped."""
+        with torch.autocast(self.device_type, self.autocast, enabled=self.autocast is not None):
+            out = self.loss_step(x, progress.step, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out["loss"]).backward()
+        progress.step += 1
+        if self.skip_nonfinite and distributed.max_code(int(not torch.isfinite(out["loss"].detach()).item())):
+            progress.skipped += 1
+            return None
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {name: value.detach() for name, value in out.items()}
