@@ -1,17 +1,18 @@
-"""Where the time goes, measured side by side in one run on this machine (issue 6).
+"""Where the time goes, measured side by side in one run on this machine.
 
 (a) Training images/s on the real MNIST train digits, same model, loss and batch, four loops:
-    genctl's (Trainer.run_epoch, its step as configured: trainer.compile=true for the conv VAE
-    and in the PixelCNN recipe, optim.fused from optim=adam); a bare loop over pre-staged
-    tensors taking that same step (genctl's overhead); a per-item loop taking that same step
-    (the data path alone); and the usual torchvision-style loop: torchvision.datasets.MNIST +
-    ToTensor reproduced op for op (one PIL image per item) through a DataLoader (num_workers=0:
-    on 2 cores a worker process takes its core from the model), with the step as plain PyTorch writes it (eager, the optimizer
-    class with only the learning rate given, a loss.item() per step). The loops run interleaved
-    in rotating order, several times; genctl's timing starts after its first epoch (which
-    carries compilation, and the recompile for the epoch's short last batch), the others' after
-    5 steps; medians are reported. Each data path is also timed alone: its share of a step
-    bounds what any loop can gain over another through its data.
+    genctl's (Trainer.fit, with a clock as its only hook, taking genctl's TrainStep as configured:
+    trainer.compile=true for the conv VAE and in the PixelCNN recipe, optim.fused from optim=adam);
+    a bare loop over pre-staged tensors taking that same TrainStep (genctl's overhead); a per-item
+    loop taking that same TrainStep (the data path alone); and the usual torchvision-style loop:
+    torchvision.datasets.MNIST + ToTensor reproduced op for op (one PIL image per item) through a
+    DataLoader (num_workers=0: on 2 cores a worker process takes its core from the model), with
+    the step as plain PyTorch writes it (eager, the optimizer class with only the learning rate
+    given, a loss.item() per step). The loops run interleaved in rotating order, several times;
+    genctl's timing starts after its first epoch (which carries compilation, and the recompile for
+    the epoch's short last batch), the others' after 5 steps; medians are reported. Each data path
+    is also timed alone: its share of a step bounds what any loop can gain over another through
+    its data.
 (b) Sampling 64 digits from the benchmark's PixelCNN and Gated PixelCNN (configs/experiment,
     fresh weights: the time does not depend on them): fast (incremental) against naive (one full
     pass per value), timed in float32; whether both gave the same images for the same seed, in
@@ -35,12 +36,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -49,10 +50,15 @@ from genctl.data import Batches, load_dataset
 from genctl.eval.evaluate import evaluate
 from genctl.losses import build_loss
 from genctl.models import build_model
-from genctl.train.loop import LossStep, NullWriter, Trainer
+from genctl.train.build import build_step, build_trainer, trainer_options
+from genctl.train.hooks import Hook
+from genctl.train.loop import Trainer
 from genctl.train.optim import OPTIMIZERS, build_optimizer
+from genctl.train.state import Progress
+from genctl.train.step import LossStep
 
 REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
 
 
 def config(overrides: list[str]):
@@ -79,54 +85,69 @@ class TorchvisionMNIST(Dataset):
         return torch.bernoulli(x), target
 
 
-def timed_steps(
-    cfg, batches: Callable[[], Iterator], steps: int, warmup: int, compiled: bool = False, plain: bool = False
-) -> float:
+def timed_steps(cfg, batches: Callable[[], Iterator], steps: int, warmup: int, plain: bool = False) -> float:
     """Images/s of ``steps`` training steps (fresh model, same seed) over ``batches()``, after
-    ``warmup`` untimed ones (first-call allocations; compilation when ``compiled``). ``plain``:
-    the step as plain PyTorch writes it, the optimizer class given only the learning rate (on a
-    CPU, torch's Adam then loops over the tensors) and the loss read every step."""
+    ``warmup`` untimed ones (first-call allocations; compilation where trainer.compile). The step
+    is genctl's TrainStep as configured, or with ``plain`` the step as plain PyTorch writes it:
+    eager, the optimizer class given only the learning rate (on a CPU, torch's Adam then loops
+    over the tensors) and the loss read every step."""
     torch._dynamo.reset()  # every compiled run starts cold alike, never at Dynamo's recompile limit
     torch.manual_seed(int(cfg.trainer.seed))
     model = build_model(cfg.model, (1, 28, 28), True)
-    step_fn = LossStep(model, build_loss(cfg.loss, model, str(cfg.model.name)))
-    if compiled:
-        step_fn = torch.compile(step_fn)
+    loss_fn = build_loss(cfg.loss, model, str(cfg.model.name))
     if plain:
         optimizer = OPTIMIZERS[str(cfg.optim.name)](model.parameters(), lr=float(cfg.optim.lr))
+        loss_step = LossStep(model, loss_fn)
+
+        def step(x: torch.Tensor, progress: Progress) -> None:
+            out = loss_step(x, progress.step, None)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+            out["loss"].item()  # the per-step read (a device sync) of a running-loss printout
+            progress.step += 1
     else:
-        optimizer = build_optimizer(cfg.optim, model.parameters())
-    seen, start, stream = 0, 0.0, batches()
-    for step in range(warmup + steps):
-        if step == warmup:
+        train_step = build_step(trainer_options(cfg), model, loss_fn, build_optimizer(cfg.optim, model.parameters()), CPU)
+
+        def step(x: torch.Tensor, progress: Progress) -> None:
+            train_step(x, None, progress)
+
+    seen, start, stream, progress = 0, 0.0, batches(), Progress()
+    while progress.step < warmup + steps:
+        if progress.step == warmup:
             seen, start = 0, time.perf_counter()
         x = next(stream, None)
         if x is None:  # a new epoch
             stream = batches()
             x = next(stream)
-        out = step_fn(x, step, None)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        optimizer.step()
-        if plain:
-            out["loss"].item()  # the per-step read (a device sync) of a running-loss printout
+        step(x, progress)
         seen += len(x)
     return seen / (time.perf_counter() - start)
 
 
-def genctl_rate(cfg, steps: int) -> float:
-    """Images/s of Trainer.run_epoch over ``steps`` steps, after a first, untimed epoch."""
+class StepClock(Hook):
+    """The clock and step count at each epoch's end: the first epoch (compilation, and the
+    recompile for its short last batch) is left out of the timing."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, int]] = []
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        self.marks.append((time.perf_counter(), trainer.progress.step))
+
+
+def genctl_rate(cfg, steps: int, steps_per_epoch: int) -> float:
+    """Images/s of genctl's training loop (Trainer.fit, no hooks but the clock) over ``steps``
+    steps after a first, untimed epoch; no validation, checkpoint or images until the last step."""
     torch._dynamo.reset()
-    batch = int(cfg.trainer.batch_size)
+    clock = StepClock()
+    never = 10**9
+    overrides = {"max_steps": steps_per_epoch + steps, "val_every": never, "ckpt_every": never, "sample_every": never}
+    cfg = OmegaConf.merge(cfg, {"trainer": overrides})
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, Path(tmp))
-        trainer.writer, trainer._clock, trainer._elapsed_before = NullWriter(), time.monotonic(), 0.0
-        trainer.run_epoch([])
-        done, start = trainer.progress.step, time.perf_counter()
-        trainer.opts = replace(trainer.opts, max_steps=done + steps)
-        while trainer.progress.step < done + steps:  # across epoch ends, as training does
-            trainer.run_epoch([])
-        return (trainer.progress.step - done) * batch / (time.perf_counter() - start)
+        build_trainer(cfg, Path(tmp), hooks=[clock]).fit()
+    (start, first), (end, last) = clock.marks[0], clock.marks[-1]
+    return (last - first) * int(cfg.trainer.batch_size) / (end - start)
 
 
 def staged_batches(images: torch.Tensor, batch: int) -> Callable[[], object]:
@@ -141,12 +162,12 @@ def staged_batches(images: torch.Tensor, batch: int) -> Callable[[], object]:
 
 
 LOOPS = (
-    "genctl (Trainer.run_epoch)",
+    "genctl (Trainer.fit)",
     "bare loop, pre-staged tensors",
     "per-item Dataset + DataLoader",
     "usual torchvision-style loop",
 )
-TARGETS = {LOOPS[1]: 0.95, LOOPS[3]: 1.05}  # issue 6: genctl / that loop at least this
+TARGETS = {LOOPS[1]: 0.95, LOOPS[3]: 1.05}  # genctl / that loop: at least this
 # the models parts (a) and (d) train, by the name their tables print
 SETUPS = {
     "vae (default conv)": ["model=vae", "dataset=mnist"],
@@ -182,9 +203,9 @@ def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: in
         return iter(Batches(images, batch, shuffle=True, dynamic_binarize=dynamic, generator=torch.Generator().manual_seed(0)))
 
     runs = {
-        LOOPS[0]: lambda: genctl_rate(cfg, steps),
-        LOOPS[1]: lambda: timed_steps(cfg, bare, steps, warmup, compiled),
-        LOOPS[2]: lambda: timed_steps(cfg, per_item, steps, warmup, compiled),
+        LOOPS[0]: lambda: genctl_rate(cfg, steps, -(-len(images) // batch)),
+        LOOPS[1]: lambda: timed_steps(cfg, bare, steps, warmup),
+        LOOPS[2]: lambda: timed_steps(cfg, per_item, steps, warmup),
         LOOPS[3]: lambda: timed_steps(cfg, per_item, steps, warmup, plain=True),
     }
     rates: dict[str, list[float]] = {loop: [] for loop in LOOPS}
@@ -251,13 +272,14 @@ def part_b(name: str) -> dict:
 
 def part_d(name: str, overrides: list[str], steps: int, repeats: int, warmup: int = 5) -> dict:
     """trainer.compile's effect: eager against torch.compile'd training steps, interleaved."""
-    cfg = config(overrides)
+    configs = {compiled: config([*overrides, f"trainer.compile={compiled}"]) for compiled in (False, True)}
+    cfg = configs[False]
     images, _ = load_dataset(cfg.dataset).train_source()
     batches = staged_batches(images, int(cfg.trainer.batch_size))
     rates: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(repeats):
         for compiled in (False, True):
-            rates[compiled].append(timed_steps(cfg, batches, steps, warmup, compiled))
+            rates[compiled].append(timed_steps(configs[compiled], batches, steps, warmup))
     eager, compiled = float(np.median(rates[False])), float(np.median(rates[True]))
     return {"model": name, "batch": int(cfg.trainer.batch_size), "eager": eager, "compiled": compiled, "ratio": compiled / eager}
 
@@ -272,7 +294,7 @@ def memory_mb(field: str) -> float:
 def eval_child(ckpt: str, k: int, chunk: int, batch: int, data: str) -> None:
     """Run in a fresh process: one IWAE evaluation, then print its wall time, the memory held
     before it (model, data, libraries) and the peak during it."""
-    from genctl.train.checkpoint import load_checkpoint, restore_model
+    from genctl.runs.checkpoint import load_checkpoint, restore_model
 
     state = load_checkpoint(Path(ckpt))
     model = restore_model(state, Path(ckpt))
