@@ -29,7 +29,7 @@ from genctl.models.base import MODELS
 from genctl.nn.masked import MaskedConv2d, causal_mask
 
 
-class GateConv(nn.Module):
+class GateConv(MaskedConv2d):
     """Input-to-state: a mask-B 1 x k convolution to the 4 gate blocks (i, f, o, g) of h units.
 
     Every block is masked as if it alone were the output, so gate channel j of any block carries
@@ -37,13 +37,8 @@ class GateConv(nn.Module):
     """
 
     def __init__(self, in_channels: int, hidden: int, k: int, colors: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, 4 * hidden, (1, k), padding=(0, k // 2))
-        block = causal_mask(hidden, in_channels, (1, k), "B", colors)
-        self.register_buffer("mask", block.repeat(4, 1, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.conv.weight * self.mask, self.conv.bias, padding=self.conv.padding)
+        super().__init__(in_channels, 4 * hidden, (1, k), "B", colors)
+        self.mask.copy_(causal_mask(hidden, in_channels, (1, k), "B", colors).repeat(4, 1, 1, 1))
 
 
 def lstm_step(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

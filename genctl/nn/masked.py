@@ -36,7 +36,13 @@ def causal_mask(
 
 
 class MaskedConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with "same" padding whose kernel (k x k, or kh x kw) is multiplied by a causal mask."""
+    """``nn.Conv2d`` with "same" padding whose kernel (k x k, or kh x kw) is multiplied by a causal mask.
+
+    The mask zeroes every row below the centre (and, in a one-row kernel, every column right of
+    it): :meth:`forward` convolves only the kept rows and columns, over an input padded to match,
+    so none of those multiplications by zero are done (a 7x7 kernel runs as 4x7). Same outputs
+    as the full masked kernel, to float rounding.
+    """
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel: int | tuple[int, int], mask_type: Literal["A", "B"], colors: int
@@ -44,12 +50,18 @@ class MaskedConv2d(nn.Conv2d):
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2))
         self.register_buffer("mask", causal_mask(out_channels, in_channels, (kh, kw), mask_type, colors), persistent=False)
+        r, c = kh // 2, kw // 2
+        self.kept = (r + 1, c + 1 if kh == 1 else kw)  # rows and columns of the kernel the mask keeps
+        pad = (c, self.kept[1] - 1 - c, r, 0)  # left, right, top, bottom
+        self.input_pad = pad if any(pad) else None
 
     def masked_weight(self) -> torch.Tensor:
         return self.weight * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)
+        rows, cols = self.kept
+        weight = self.weight[:, :, :rows, :cols] * self.mask[:, :, :rows, :cols]
+        return F.conv2d(x if self.input_pad is None else F.pad(x, self.input_pad), weight, self.bias)
 
     def at(self, inputs: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """The output at pixel (h, w) alone, [B, out], from the input map [B, in, H, W].
