@@ -1,4 +1,4 @@
-"""Every model family under one training-time budget on the real 9,000/1,000 MNIST split (issue 4).
+"""Every model family under one training-time budget on the real 9,000/1,000 MNIST split.
 
 Each row is one saved recipe, `genctl train experiment=mnist_NAME dataset.root=DATA`
 (configs/experiment/: the shared protocol in mnist_budget.yaml, the model and the settings chosen
@@ -29,12 +29,13 @@ import torch
 from omegaconf import OmegaConf
 
 from genctl.images import save_grid
-from genctl.train.checkpoint import load_checkpoint, restore_model
+from genctl.runs.checkpoint import load_checkpoint, restore_model
+from genctl.runs.record import FILENAME, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
 # rows: the experiment names without their mnist_ prefix (configs/experiment/mnist_*.yaml): the
-# autoregressive family and the default VAE (issue 4), then the MLP VAE, the hierarchical VAE and
-# its one-group ablation (issue 5)
+# autoregressive family and the default VAE, then the MLP VAE, the hierarchical VAE and its
+# one-group ablation
 FAMILIES = ["fvsbn", "nade", "made", "vae", "pixelcnn", "gated_pixelcnn", "pixelrnn"]
 ROWS = [*FAMILIES, "vae_mlp", "hvae", "hvae_1group"]
 # Test NLL in nats on binarized MNIST from the papers (full 60k training set, GPU budgets).
@@ -74,29 +75,31 @@ def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[st
     args = [f"experiment=mnist_{name}", f"dataset.root={data}", *extra]
     if budget is not None:
         args.append(f"trainer.max_time={budget:g}")
-    if not (reuse and (run / "metrics.json").exists()):
+    if not (reuse and (run / FILENAME).exists()):
         subprocess.run([sys.executable, "-m", "genctl", "train", *args, f"hydra.run.dir={run}"], check=True, cwd=REPO)
-    m = json.loads((run / "metrics.json").read_text())
+    record = RunRecord.read(run)
+    nll = record.best_nll()
+    if nll is None:
+        raise SystemExit(f"{run / FILENAME} holds no test NLL")
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    key = "nll_exact" if "nll_exact" in m["test"] else "nll_iwae"
     return {
         "row": name,
         "run": str(run),
-        "model": m["model"],
+        "model": record.model,
         "command": "genctl train " + " ".join(args).replace(str(data), os.path.relpath(data, REPO)),
         "budget_min": cfg.trainer.max_time,
         "batch_size": cfg.trainer.batch_size,
         "lr": cfg.optim.lr,
         "schedule": cfg.optim.schedule,
-        "params": m["params"],
-        "epochs": m["epochs"],
-        "steps": m["steps"],
-        "nll_nats": m["test"][key]["nats"],
-        "bits_per_dim": m["test"][key]["bits_per_dim"],
-        "estimator": m["test"][key]["estimator"],
-        "train_images_per_s": m["train_images_per_s"],
+        "params": record.params,
+        "epochs": record.epochs,
+        "steps": record.steps,
+        "nll_nats": nll.nats,
+        "bits_per_dim": nll.bits_per_dim,
+        "estimator": nll.estimator,
+        "train_images_per_s": record.train_images_per_s,
         "sample_64_s": round(sample_seconds(run), 2),
-        "peak_memory_mb": m["peak_memory_mb"],
+        "peak_memory_mb": record.peak_memory_mb,
         "paper_nats": PAPER.get(name, (None, ""))[0],
         "paper": PAPER.get(name, (None, "no paper number"))[1],
     }
@@ -121,7 +124,7 @@ def table(rows: list[dict], budget: float) -> str:
 
 
 def checks(rows: list[dict]) -> list[str]:
-    """The comparisons issues 4 and 5 ask of this table, each stated with its numbers."""
+    """The comparisons the table is for (FVSBN worst, the PixelCNNs best, the hierarchy's gain), each with its numbers."""
     nll = {r["row"]: r["nll_nats"] for r in rows}
     lines = []
     if "fvsbn" in nll:
@@ -197,7 +200,7 @@ def main() -> None:
     p.add_argument("--models", default=",".join(ROWS), help="experiments to run, without the mnist_ prefix")
     p.add_argument("--budget", type=float, help="training minutes per model (default: the experiments' trainer.max_time)")
     p.add_argument("--out", default=str(REPO / "bench_out" / "models"))
-    p.add_argument("--reuse", action="store_true", help="keep runs that already finished (their metrics.json)")
+    p.add_argument("--reuse", action="store_true", help=f"keep runs that already finished (their {FILENAME})")
     p.add_argument("--results", help="also write RESULTS.md and the sample grids into this folder (e.g. docs)")
     p.add_argument("extra", nargs="*", help="overrides added to every run, e.g. eval.k=100")
     a = p.parse_args()

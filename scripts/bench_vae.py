@@ -1,4 +1,4 @@
-"""VAE likelihood benchmark on the real 9,000/1,000 MNIST split (issue 3's "must show").
+"""VAE likelihood benchmark on the real 9,000/1,000 MNIST split: genctl against a plain PyTorch loop.
 
 Rows, all scored with the IWAE bound (k=500) on the same 1,000 test digits binarized once with
 genctl's test seed (dynamic binarization protocol):

@@ -20,8 +20,7 @@ from typing import Any
 
 from genctl.cli.sweep import markdown_table
 from genctl.errors import GenctlError
-
-ESTIMATORS = ("nll_exact", "nll_iwae", "nll_elbo")  # the tightest number a run reports comes first
+from genctl.runs.record import FILENAME, RunRecord
 
 
 def find_runs(paths: list[str]) -> list[Path]:
@@ -30,7 +29,7 @@ def find_runs(paths: list[str]) -> list[Path]:
         path = Path(given).expanduser()
         if not path.exists():
             raise GenctlError(f"{path} does not exist; pass run folders or sweep folders (runs/multirun/<stamp>)")
-        found = sorted(p.parent for p in path.rglob("metrics.json"))
+        found = sorted(p.parent for p in path.rglob(FILENAME))
         if not found:
             raise GenctlError(f"no finished run under {path} (no metrics.json): train to the end or run genctl eval first")
         runs += [r for r in found if r not in runs]
@@ -47,24 +46,19 @@ def history(run: Path) -> list[dict[str, Any]]:
 
 
 def compare_row(run: Path, label: str) -> dict[str, Any]:
-    try:
-        m = json.loads((run / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise GenctlError(f"{run / 'metrics.json'} is unreadable ({e}); re-run genctl eval ckpt={run}") from None
-    test = m.get("test", {})
-    key = next((k for k in ESTIMATORS if k in test), None)
-    nll = test.get(key, {}) if key else {}
+    record = RunRecord.read(run)
+    nll = record.best_nll()
     return {
         "run": label,
-        "model": m.get("model"),
-        "dataset": m.get("dataset"),
-        "params": m.get("params"),
-        "epochs": m.get("epochs"),
-        "wall_time_s": m.get("wall_time_s"),
-        "test_nll_nats": nll.get("nats"),
-        "bits_per_dim": nll.get("bits_per_dim"),
-        "estimator": nll.get("estimator", "-" if key is None else key),
-        "samples_per_s": m.get("samples_per_s"),
+        "model": record.model,
+        "dataset": record.dataset,
+        "params": record.params,
+        "epochs": record.epochs,
+        "wall_time_s": record.wall_time_s,
+        "test_nll_nats": nll.nats if nll else None,
+        "bits_per_dim": nll.bits_per_dim if nll else None,
+        "estimator": nll.estimator if nll else "-",
+        "samples_per_s": record.samples_per_s,
     }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,19 +11,21 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from genctl.runs.record import FILENAME, RunRecord
+
 log = logging.getLogger("genctl")
 
 
 def run_row(run: Path) -> dict[str, Any]:
-    """One flat row from a run folder's metrics.json and the overrides that made it."""
-    metrics = json.loads((run / "metrics.json").read_text())
+    """One flat row from a run folder's record and the overrides that made it."""
+    record = RunRecord.read(run)
     overrides_file = run / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     row: dict[str, Any] = {"run": run.name, "overrides": overrides}
     for key in ("model", "dataset", "params", "epochs", "wall_time_s", "best_val_loss"):
-        row[key] = metrics.get(key)
-    for name, value in metrics.get("test", {}).items():
-        row[f"test_{name}"] = value["nats"] if isinstance(value, dict) else value
+        row[key] = getattr(record, key)
+    if "test" in record.evaluations:
+        row.update({f"test_{name}": value for name, value in record.evaluations["test"].scalars().items()})
     return row
 
 
@@ -42,7 +43,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        runs = sorted((p.parent for p in sweep_dir.glob("*/metrics.json")), key=lambda p: (len(p.name), p.name))
+        runs = sorted((p.parent for p in sweep_dir.glob(f"*/{FILENAME}")), key=lambda p: (len(p.name), p.name))
         if not runs:
             return
         rows = [run_row(r) for r in runs]
