@@ -12,7 +12,7 @@ cd "$work"
 export PYTHONPATH="$work/site"
 python -c "import genctl.config as c, sys; d = c.config_dir(); print('configs from', d); sys.exit(0 if str(d).startswith('$work/site') else 1)"
 python -m genctl --help > /dev/null
-python -m genctl train model.arch=mlp model.hidden=[32] trainer.epochs=1 eval.k=2 hydra.run.dir="$work/run" > "$work/train.log" 2>&1 \
+python -m genctl train debug=tiny hydra.run.dir="$work/run" > "$work/train.log" 2>&1 \
   || { cat "$work/train.log"; exit 1; }
 test -f "$work/run/best.pt" && test -f "$work/run/metrics.json"
 echo "wheel check: the installed wheel trains from its packaged configs"

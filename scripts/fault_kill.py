@@ -1,11 +1,13 @@
-"""Crash safety (issue 7): SIGKILL a training process at random moments, again and again, and
+"""Crash safety: SIGKILL a training process at random moments, again and again, and
 check every time that the checkpoint left on disk loads and that training resumes from it.
 
 Each round starts `genctl train` (fresh until a last.pt exists, then with resume=RUN), waits a
-random time once training has started, kills it with SIGKILL (no handler runs, a checkpoint write may be cut in half), then
-loads RUN/last.pt with genctl's own loader. Checkpoints are written to a temp file and renamed,
-so a kill leaves either the previous complete file or the new one, never a torn one; the step
-count must never go backwards. A last round trains to the end.
+random time once the job has started (Hydra has written this round's RUN/.hydra/config.yaml, so
+Python's imports are behind it and building the data and model is ahead), kills it with SIGKILL
+(no handler runs, a checkpoint write may be cut in half), then loads RUN/last.pt with genctl's
+own loader. Checkpoints are written to a temp file and renamed, so a kill leaves either the
+previous complete file or the new one, never a torn one; the step count must never go backwards.
+A last round trains to the end.
 
 Prints one row per kill and writes JSON (default bench_out/fault_kill.json).
 Usage: python scripts/fault_kill.py [--kills 20] [--seed 0]
@@ -24,22 +26,14 @@ import time
 from pathlib import Path
 
 from genctl.errors import GenctlError
-from genctl.train.checkpoint import load_checkpoint
+from genctl.runs.checkpoint import load_checkpoint
+from genctl.runs.record import RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
-# a small model on the embedded digits: an epoch takes a fraction of a second and writes last.pt,
-# so kills land in every phase (start-up, steps, validation, checkpoint writes)
-TRAIN = [
-    "model=vae",
-    "model.arch=mlp",
-    "model.hidden=[64]",
-    "model.latent_dim=8",
-    "trainer.epochs=300",
-    "trainer.batch_size=64",
-    "trainer.num_samples=4",
-    "trainer.sample_every=1000",
-    "eval.k=10",
-]
+# the tiny model on the embedded digits (configs/debug/tiny.yaml) in small batches: an epoch takes a
+# fraction of a second and writes last.pt, so kills land in every phase (start-up, steps,
+# validation, checkpoint writes); the epochs outlast every kill, and the last round runs them out
+TRAIN = ["debug=tiny", "trainer.epochs=300", "trainer.batch_size=64", "trainer.sample_every=1000"]
 
 
 def step_of(run: Path) -> int | None:
@@ -50,31 +44,38 @@ def step_of(run: Path) -> int | None:
     return int(load_checkpoint(path)["progress"]["step"])
 
 
+def wait_for_start(proc: subprocess.Popen, run: Path, since: float) -> None:
+    """Until Hydra writes the job's config into the run folder (each round, resumed ones too) or
+    the process ends: a file's time, not the wording of a log line."""
+    config = run / ".hydra" / "config.yaml"
+    while proc.poll() is None:
+        if config.is_file() and config.stat().st_mtime >= since:
+            return
+        time.sleep(0.01)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-wait", type=float, default=5.0, help="longest time from training's start to a kill, seconds")
+    p.add_argument(
+        "--max-wait", type=float, default=10.0, help="longest time from the job's start to a kill, seconds (start-up takes a few)"
+    )
     p.add_argument("--out", default=str(REPO / "bench_out" / "fault_kill.json"))
     a = p.parse_args()
     rng = random.Random(a.seed)
     run = Path(tempfile.mkdtemp(prefix="genctl-fault-")) / "run"
     rows, previous = [], -1
-    print(f"run folder {run}; {a.kills} SIGKILLs at random times up to {a.max_wait:g}s into training")
+    print(f"run folder {run}; {a.kills} SIGKILLs at random times up to {a.max_wait:g}s into each job")
     print("| kill | after (s) | last.pt step | loads | step never went back |")
     print("|---|---|---|---|---|")
     for kill in range(1, a.kills + 1):
         args = TRAIN + ([f"resume={run}"] if (run / "last.pt").exists() else [f"hydra.run.dir={run}"])
+        launched = time.time()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "genctl", "train", *args],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+            [sys.executable, "-m", "genctl", "train", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        for line in proc.stdout:  # start the clock when training starts, not while Python imports
-            if "parameters) on" in line:
-                break
+        wait_for_start(proc, run, launched)  # the clock starts with the job, not while Python imports
         wait = rng.uniform(0.0, a.max_wait)
         time.sleep(wait)
         finished = proc.poll() is not None
@@ -101,16 +102,16 @@ def main() -> None:
     final = subprocess.run(
         [sys.executable, "-m", "genctl", "train", *TRAIN, f"resume={run}"], cwd=REPO, capture_output=True, text=True
     )
-    metrics = json.loads((run / "metrics.json").read_text()) if final.returncode == 0 else None
-    ok = all(r["loads"] and r["monotonic"] for r in rows) and metrics is not None
+    record = RunRecord.read(run) if final.returncode == 0 else None
+    ok = all(r["loads"] and r["monotonic"] for r in rows) and record is not None
     summary = {
         "kills": len(rows),
         "checkpoints_that_load": sum(r["loads"] for r in rows if r["step"] is not None),
         "kills_before_any_checkpoint": sum(r["step"] is None for r in rows),
         "torn_temp_files_left": len(list(run.glob(".*.tmp"))),  # writes cut short; never read
         "final_run_exit_code": final.returncode,
-        "final_epochs": metrics and metrics["epochs"],
-        "final_test": metrics and metrics["test"],
+        "final_epochs": record and record.epochs,
+        "final_test": record and record.evaluations["test"].metrics,
         "all_ok": ok,
     }
     print(json.dumps(summary, indent=2))

@@ -13,17 +13,8 @@ from genctl.cli.main import main
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-# A model small enough that a full train/eval/sample round trip takes a second or two.
-TINY = [
-    "model.arch=mlp",
-    "model.hidden=[32]",
-    "model.latent_dim=4",
-    "trainer.epochs=1",
-    "trainer.batch_size=256",
-    "trainer.num_samples=4",
-    "eval.k=4",
-    "eval.chunk=2",
-]
+# A run of a second or two (configs/debug/tiny.yaml: one epoch of a tiny MLP model=vae or model=ae).
+TINY = ["debug=tiny"]
 
 
 @pytest.fixture
