@@ -8,9 +8,9 @@ import hydra
 from omegaconf import DictConfig
 
 from genctl.cli.errors import exit_on_user_error
-from genctl.config import config_dir
+from genctl.config import build, config_dir
 from genctl.data import load_dataset
-from genctl.eval.evaluate import evaluate
+from genctl.eval.evaluate import EvalOptions, evaluate
 from genctl.eval.report import describe, summarize
 from genctl.models.base import is_conditional
 from genctl.runs.checkpoint import open_checkpoint
@@ -24,14 +24,14 @@ log = logging.getLogger("genctl")
 def main(cfg: DictConfig) -> None:
     path, _, model, train_cfg = open_checkpoint(cfg)
     data = load_dataset(train_cfg.dataset)
-    e = cfg.eval
-    x = data.fixed(str(e.split))
-    labels = data.labels[str(e.split)] if is_conditional(model) else None
-    means = evaluate(model, x, int(e.batch_size), int(e.k), int(e.chunk), int(e.seed), progress=True, labels=labels)
-    metrics = describe(means, model, int(e.k))
+    e = build("eval", EvalOptions, cfg.eval)
+    x = data.fixed(e.split)
+    labels = data.labels[e.split] if is_conditional(model) else None
+    means = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, progress=True, labels=labels)
+    metrics = describe(means, model, e.k)
     record = RunRecord.read(path.parent, missing_ok=True)
     about = f"{data.name} {e.split} ({len(x)} images, binarize={data.binarize}), checkpoint {path.name}"
-    record.evaluations[str(e.split)] = Evaluation(metrics, about)
+    record.evaluations[e.split] = Evaluation(metrics, about)
     out = record.write(path.parent)
     log.info("%s %s (%d images, binarize=%s), %s: %s", data.name, e.split, len(x), data.binarize, path, summarize(metrics))
     log.info("written to %s", out)

@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from genctl.config import build
 from genctl.data import Batches, load_dataset
 from genctl.errors import GenctlError
+from genctl.eval.evaluate import EvalOptions
 from genctl.losses import Loss, build_loss
 from genctl.models import GenerativeModel, build_model
 from genctl.models.base import is_conditional
@@ -25,7 +26,7 @@ from genctl.train import distributed
 from genctl.train.hooks import EpochLog, History, Hook, ImageGrids, ProgressBar, TensorBoard
 from genctl.train.loop import Schedule, Trainer
 from genctl.train.optim import build_optimizer, build_schedule
-from genctl.train.report import Report, TestSettings
+from genctl.train.report import Report
 from genctl.train.state import Progress
 from genctl.train.step import LossStep, TrainStep
 from genctl.train.validation import Validation
@@ -146,8 +147,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
     )
     if hooks is None:
         grids = ImageGrids(model, val.x, opts.num_samples, opts.num_reconstructions, opts.seed)
-        e = cfg.eval
-        test = TestSettings(int(e.batch_size), int(e.k), int(e.chunk), int(e.seed)) if opts.test_at_end else None
+        test = build("eval", EvalOptions, cfg.eval) if opts.test_at_end else None
         report = Report(run_dir, str(cfg.model.name), data, labels["test"], grids, device, test)
         # the report publishes the test numbers: it ends before TensorBoard closes
         hooks = [ProgressBar(), History(run_dir / "history.jsonl"), EpochLog(), report, TensorBoard(run_dir / "tb", grids)]

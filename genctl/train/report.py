@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import resource
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from genctl.data import DataSplits
-from genctl.eval.evaluate import evaluate
+from genctl.eval.evaluate import EvalOptions, evaluate
 from genctl.eval.report import describe, summarize
 from genctl.images import save_grid
 from genctl.runs.checkpoint import load_checkpoint, load_weights
@@ -22,16 +21,6 @@ if TYPE_CHECKING:
     from genctl.train.loop import Trainer
 
 log = logging.getLogger("genctl")
-
-
-@dataclass(frozen=True)
-class TestSettings:
-    """How best.pt is tested (``eval.*``)."""
-
-    batch_size: int
-    k: int  # importance samples of the IWAE bound
-    chunk: int
-    seed: int
 
 
 class Report(Hook):
@@ -48,7 +37,7 @@ class Report(Hook):
         test_labels: torch.Tensor | None,
         grids: ImageGrids,
         device: torch.device,
-        test: TestSettings | None,
+        test: EvalOptions | None,
     ) -> None:
         self.run_dir, self.model_name, self.data, self.test_labels = run_dir, model_name, data, test_labels
         self.grids, self.device, self.test = grids, device, test
