@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from genctl.config import build
+from genctl.errors import GenctlError
 from genctl.registry import Registry
 
 
@@ -137,4 +138,9 @@ def build_model(cfg: DictConfig, data_shape: tuple[int, int, int], binary: bool)
     name = str(cfg.name)
     cls = MODELS.get(name)
     options: dict[str, Any] = {k: v for k, v in cfg.items() if k != "name"}
-    return build(f"model '{name}'", cls, options, data_shape=tuple(data_shape), binary=binary)
+    try:
+        return build(f"model '{name}'", cls, options, data_shape=tuple(data_shape), binary=binary)
+    except (MemoryError, RuntimeError) as e:
+        if not isinstance(e, MemoryError) and "allocate" not in str(e):
+            raise
+        raise GenctlError(f"model '{name}' with these options does not fit in memory: make it smaller") from e

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -62,20 +61,45 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a genctl checkpoint; every failure is one line naming the file and the problem."""
+    """Read a genctl checkpoint; every failure is one line naming the file and the problem.
+
+    Only tensors and plain containers are unpickled (``weights_only``); a file holding anything
+    else is refused, and the message never suggests the unsafe way round that.
+    """
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as e:
+    except pickle.UnpicklingError as e:
+        raise GenctlError(
+            f"checkpoint {path} is refused: it is not a genctl checkpoint, or it holds Python objects besides tensors "
+            f"and plain containers, which could run code when loaded; only load checkpoints genctl wrote"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types for files that are not checkpoints
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise GenctlError(f"checkpoint {path} is corrupt or not a genctl checkpoint ({first[:200]})") from e
-    if not isinstance(state, dict) or "format" not in state or "config" not in state:
-        raise GenctlError(f"{path} is not a genctl checkpoint (no format/config entries)")
+    problem = _malformed(state)
+    if problem:
+        raise GenctlError(f"{path} is not a genctl checkpoint ({problem})")
     if state["format"] > FORMAT:
         raise GenctlError(
             f"checkpoint {path} has format {state['format']} from genctl {state.get('genctl_version')}; "
             f"this genctl ({__version__}) reads format <= {FORMAT}: upgrade genctl"
         )
     return state
+
+
+def _malformed(state: Any) -> str | None:
+    """What keeps ``state`` from being a checkpoint this module can read, or None."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict"
+    kinds = {"format": int, "config": dict, "model": dict, "data_shape": list, "binary": bool}
+    for key, kind in kinds.items():
+        if not isinstance(state.get(key), kind) or (kind is int and isinstance(state[key], bool)):
+            return f"its '{key}' entry is missing or not a {kind.__name__}"
+    if len(state["data_shape"]) != 3 or not all(isinstance(d, int) and d > 0 for d in state["data_shape"]):
+        return f"its data_shape {state['data_shape']} is not three positive sizes"
+    if not isinstance(state["config"].get("model"), dict):
+        return "its config has no model section"
+    return None
 
 
 def load_weights(model: GenerativeModel, state: dict[str, Any], path: Path) -> None:
