@@ -69,10 +69,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise GenctlError(
-            f"checkpoint {path} is refused: it is not a genctl checkpoint, or it holds Python objects besides tensors "
-            f"and plain containers, which could run code when loaded; only load checkpoints genctl wrote"
-        ) from e
+        if "Unsupported global" in str(e):  # a well-formed pickle naming objects outside the allowed ones
+            raise GenctlError(
+                f"checkpoint {path} is refused: it holds Python objects besides tensors and plain containers, which "
+                f"could run code when loaded; only load checkpoints genctl wrote"
+            ) from e
+        raise GenctlError(f"checkpoint {path} is corrupt or not a genctl checkpoint ({type(e).__name__})") from e
     except Exception as e:  # noqa: BLE001 - torch.load raises many types for files that are not checkpoints
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise GenctlError(f"checkpoint {path} is corrupt or not a genctl checkpoint ({first[:200]})") from e
