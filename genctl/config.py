@@ -25,6 +25,18 @@ def config_dir() -> Path:
     raise GenctlError(f"genctl's configs are missing: neither {here / 'configs'} nor {here.parent / 'configs'} exists")
 
 
+def hydra_version_base() -> dict[str, str]:
+    """The ``version_base`` argument for ``hydra.main`` and ``initialize_config_dir``, as keyword arguments.
+
+    Hydra 1.3 needs ``version_base="1.3"`` for its current behaviour (without it, 1.1's: changing the
+    working directory); from 1.4 that behaviour is the only one and passing the argument is deprecated.
+    """
+    from hydra import __version__
+
+    major, minor = (int(part) for part in __version__.split(".")[:2])
+    return {} if (major, minor) >= (1, 4) else {"version_base": "1.3"}
+
+
 def group_choices(group: str) -> list[str]:
     """The options of a config group (``model`` -> ``["ae", "vae", ...]``)."""
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))

@@ -1,16 +1,16 @@
-"""Turning user errors into one line and a non-zero exit, wherever they surface.
+"""Turning errors in the user's input into one line and exit code 2, from their types and attributes.
 
-Two places: Hydra's config composition (unknown group choice, unknown key, bad override syntax),
-reached by replacing Hydra's ``run_and_report``; and genctl's own ``GenctlError`` raised inside a
-subcommand, caught by :func:`exit_on_user_error` before Hydra adds its own lines. Anything else
-is a bug and keeps its traceback. ``HYDRA_FULL_ERROR=1`` shows the full trace for everything.
+Two places raise them: composing the config (unknown group choice, unknown key, bad override syntax
+or type), which :mod:`genctl.cli.overrides` does with Hydra's compose API before a subcommand starts;
+and a subcommand itself (``GenctlError``, or an OmegaConf error such as a missing ``???`` value),
+caught by :func:`exit_on_user_error` before Hydra adds its own lines. Anything else is a bug and
+keeps its traceback. ``HYDRA_FULL_ERROR=1`` shows the full trace for everything.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -20,61 +20,60 @@ from genctl.errors import GenctlError
 PLUGINS = ("optuna", "submitit_slurm", "submitit_local")  # Hydra plugins behind genctl[sweep]
 
 
-def _full_error() -> bool:
+def full_error() -> bool:
+    """Whether the user asked for full traces instead of one-line errors."""
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
-def _format(ex: BaseException) -> str | None:
-    """One actionable line for errors in the user's input; None for anything else (a bug)."""
-    from hydra.errors import HydraException, MissingConfigException
-    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _missing_choice(group: str, choice: str, options: list[str]) -> str:
+    if group.startswith("hydra/") and choice in PLUGINS:
+        return f"{group}={choice} comes from an optional plugin that is not installed: pip install 'genctl[sweep]'"
+    return f"unknown {group} '{choice}'; choose one of: {', '.join(options)}"
+
+
+def _omegaconf(ex: Exception) -> str:
+    """An OmegaConf error from its typed fields: the key it names and, for an unknown key, its siblings."""
+    from omegaconf import DictConfig
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, ValidationError
+
+    key = getattr(ex, "full_key", None)
+    first = str(ex).splitlines()[0] if str(ex) else type(ex).__name__
+    if isinstance(ex, MissingMandatoryValue):
+        key = key or "a value"
+        return f"{key} is required: add {key}=VALUE to the command line"
+    parent = getattr(ex, "parent_node", None)
+    if isinstance(ex, (ConfigAttributeError, ConfigKeyError)) and isinstance(parent, DictConfig) and key:
+        siblings = [str(k) for k in parent.keys() if k != "hydra"]
+        if getattr(ex, "key", None) not in siblings:
+            return f"unknown key '{key}'; valid keys here: {', '.join(siblings)} (add a new key with +{key}=VALUE)"
+    if isinstance(ex, ValidationError) and key:
+        return f"{key}={getattr(ex, 'value', '')} is not valid: {first}"
+    return f"{key}: {first}" if key else first
+
+
+def describe(ex: BaseException) -> str | None:
+    """One actionable line for an error in the user's input; None for anything else (a bug)."""
+    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(ex, GenctlError):
         return str(ex)
-    if isinstance(ex, MissingMandatoryValue):
-        key = getattr(ex, "full_key", None) or "a value"
-        return f"{key} is required: add {key}=VALUE to the command line"
-    text = str(ex)
-    if isinstance(ex, MissingConfigException):
-        found = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
-        if found:
-            group, choice = found.groups()
-            if group.startswith("hydra/") and choice in PLUGINS:
-                return f"{group}={choice} comes from an optional plugin that is not installed: pip install 'genctl[sweep]'"
-            options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], re.M)
-            return f"unknown {group} '{choice}'; choose one of: {', '.join(options)}"
-    if isinstance(ex, (HydraException, OmegaConfBaseException)):
-        cause = ex.__cause__
-        parts = [p.strip() for p in text.split("Config search path")[0].splitlines() if p.strip()]
-        if isinstance(cause, OmegaConfBaseException):
-            parts.append(str(cause).splitlines()[0])
-            node = getattr(cause, "parent_node", None)
-            if node is not None and hasattr(node, "keys") and "not in struct" in str(cause):
-                parts.append(f"valid keys here: {', '.join(map(str, node.keys()))}")
-        return "; ".join(parts)
+    if isinstance(ex, MissingConfigException) and ex.missing_cfg_file and ex.options is not None:
+        group, _, choice = ex.missing_cfg_file.rpartition("/")
+        return _missing_choice(group, choice, list(ex.options))
+    if isinstance(ex, OverrideParseException):
+        return f"cannot parse '{ex.override}': {_one_line(ex.message)}"
+    if isinstance(ex, ConfigCompositionException) and isinstance(ex.__cause__, OmegaConfBaseException):
+        return _omegaconf(ex.__cause__)
+    if isinstance(ex, OmegaConfBaseException):
+        return _omegaconf(ex)
+    if isinstance(ex, HydraException):
+        return _one_line(str(ex))
     return None
-
-
-def report_errors(subcommand: str, original: Callable[[Callable[[], Any]], Any]) -> Callable[[Callable[[], Any]], Any]:
-    """Replacement for Hydra's ``run_and_report``: user errors become one line and exit code 2."""
-
-    def run_and_report(func: Callable[[], Any]) -> Any:
-        try:
-            return func()
-        except Exception as ex:  # noqa: BLE001 - sorted into user errors and bugs below
-            if _full_error():
-                raise
-            message = _format(ex)
-            if message is None:
-
-                def reraise() -> None:
-                    raise ex  # noqa: F821 - bound while the except block runs reraise
-
-                return original(reraise)  # a bug: Hydra prints the (trimmed) traceback
-            print(f"genctl {subcommand}: error: {message}", file=sys.stderr)
-            sys.exit(getattr(ex, "exit_code", 2))
-
-    return run_and_report
 
 
 def exit_on_user_error(subcommand: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -88,9 +87,9 @@ def exit_on_user_error(subcommand: str) -> Callable[[Callable[..., Any]], Callab
             try:
                 return task(*args, **kwargs)
             except (GenctlError, OmegaConfBaseException) as e:
-                if _full_error():
+                if full_error():
                     raise
-                print(f"genctl {subcommand}: error: {_format(e)}", file=sys.stderr)
+                print(f"genctl {subcommand}: error: {describe(e)}", file=sys.stderr)
                 sys.exit(getattr(e, "exit_code", 2))
 
         return run

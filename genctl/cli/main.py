@@ -15,7 +15,6 @@ from pathlib import Path
 import yaml
 
 from genctl import __version__
-from genctl.cli.errors import report_errors
 from genctl.config import config_dir, group_choices
 from genctl.errors import GenctlError
 
@@ -43,7 +42,8 @@ def usage() -> str:
         "examples:",
         "  genctl train model=vae",
         "  genctl train model=ae optim=rmsprop optim.lr=1e-3 trainer.epochs=5",
-        "  genctl train dataset=mnist dataset.root=../shared/data/mnist-9k1k trainer.max_time=10",
+        "  GENCTL_DATA=/data genctl train dataset=mnist trainer.max_time=10  # reads /data/MNIST/raw",
+        "  genctl train dataset=cifar10 dataset.root=/path/to/cifar10",
         "  genctl train -m model.latent_dim=2,16 optim=adam,rmsprop      # a sweep of 4 runs",
         "  genctl train resume=runs/vae/2026-01-01_12-00-00",
         "  genctl eval ckpt=runs/vae/2026-01-01_12-00-00 eval.k=1000",
@@ -51,6 +51,7 @@ def usage() -> str:
         "  genctl compare runs/multirun/2026-01-01_12-00-00",
         "",
         "`genctl SUBCOMMAND --help` lists every key; `genctl train --cfg job` prints the composed config.",
+        "mnist, fashion_mnist and cifar10 are read from $GENCTL_DATA (default ./data) unless dataset.root=DIR.",
         "Errors are one line; set HYDRA_FULL_ERROR=1 for the full trace.",
     ]
     return "\n".join(lines)
@@ -99,20 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         from genctl.cli.compare import main as compare
 
         return compare(rest)
+    from genctl.cli.overrides import check_overrides  # imports Hydra: not needed for --help
+
     try:
         config_dir()
         if subcommand == "train":
             rest = _resume_args(rest)
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
-                rest = _rank_args(rest)
+        rest = check_overrides(subcommand, rest)  # Hydra's own composition errors would be several lines
+        if subcommand == "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+            rest = _rank_args(rest)
     except GenctlError as e:
         print(f"genctl {subcommand}: error: {e}", file=sys.stderr)
         return 2
-    import hydra._internal.utils as hydra_utils
-
-    original = getattr(hydra_utils, "_genctl_original", hydra_utils.run_and_report)
-    hydra_utils._genctl_original = original
-    hydra_utils.run_and_report = report_errors(subcommand, original)
     app = importlib.import_module(f"genctl.cli.{subcommand}")
     sys.argv = [f"genctl {subcommand}", *rest]
     app.main()

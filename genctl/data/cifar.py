@@ -55,7 +55,7 @@ def read_cifar10(root: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     if base is None:
         tried = ", ".join(str(d / "test_batch") for d in candidates)
         raise GenctlError(
-            f"dataset 'cifar10' not found: looked for {tried}; set dataset.root=DIR to the folder "
+            f"dataset 'cifar10' not found: looked for {tried}; set GENCTL_DATA=DIR or dataset.root=DIR to the folder "
             f"that holds cifar-10-batches-py (download it with torchvision or from its authors' page)"
         )
     out = {}

@@ -62,8 +62,8 @@ def read_mnist_layout(root: Path, folder: str, dataset: str) -> dict[str, tuple[
         if img is None or lab is None:
             tried = ", ".join(str(d / f"{prefix}-images-idx3-ubyte[.gz]") for d in raw_dirs)
             raise GenctlError(
-                f"dataset '{dataset}' not found: looked for {tried}; set dataset.root=DIR to the "
-                f"folder that holds {folder}/raw (e.g. dataset.root=../shared/data/mnist-9k1k), "
+                f"dataset '{dataset}' not found: looked for {tried}; set GENCTL_DATA=DIR or dataset.root=DIR "
+                f"to the folder that holds {folder}/raw, "
                 f"add dataset.download=true (needs torchvision), or use the embedded dataset=digits"
             )
         images, labels = read_idx(img), read_idx(lab)

@@ -1,0 +1,109 @@
+"""Checking a subcommand's command line with Hydra's public compose API before its ``@hydra.main`` runs.
+
+Inside ``@hydra.main`` a composition error (unknown group choice, unknown key, bad syntax) is
+reported by Hydra in several lines with its search path, and no public hook reaches it there.
+Composing the same overrides first turns those errors into one line (:func:`genctl.cli.errors.describe`)
+before anything starts. Under ``-m`` every value of a swept config group is composed too, with the
+other overrides, so ``-m model=vae,nope`` fails before the first job runs. What the check cannot
+phrase it leaves to Hydra, which then reports it as it always does; ``HYDRA_FULL_ERROR=1`` shows
+the full trace instead of the line.
+
+A config that sets ``hydra.mode: MULTIRUN`` (``hparams_search=optuna``) gets ``--multirun`` on the
+command line too: Hydra 1.4 refuses a run mode that changes during composition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob, Override
+from hydra.types import RunMode
+
+from genctl.cli.errors import describe, full_error
+from genctl.config import config_dir, hydra_version_base
+from genctl.errors import GenctlError
+
+# Hydra's flags that leave the config as the overrides make it, each alias mapped to its long name.
+CHECKED_FLAGS = {"-m": "--multirun", "-r": "--run", "-c": "--cfg", "-p": "--package", "--resolve": "--resolve"}
+CHECKED_FLAGS.update({long: long for long in CHECKED_FLAGS.values()})
+FLAGS_WITH_VALUE = ("--cfg", "--package")
+
+
+def _split(args: list[str]) -> tuple[set[str], list[str]] | None:
+    """Hydra's flags and the overrides; None where another flag (help, info, another config) makes a check moot."""
+    flags: set[str] = set()
+    overrides: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if not arg.startswith("-"):
+            overrides.append(arg)
+            continue
+        name, has_value, _ = arg.partition("=")
+        if name not in CHECKED_FLAGS:
+            return None
+        flags.add(CHECKED_FLAGS[name])
+        if CHECKED_FLAGS[name] in FLAGS_WITH_VALUE and not has_value:
+            next(rest, None)
+    return flags, overrides
+
+
+def _values(override: Override) -> Iterator[str]:
+    """Each value a sweep runs, as override text; a glob (it picks existing choices only) and an interval give none."""
+    if override.is_discrete_sweep() and not isinstance(override.value(), Glob):
+        yield from override.sweep_string_iterator()
+
+
+def _line(override: Override, value: str | None) -> list[str]:
+    """The override as composed for one job: a sweep at ``value``, or left out where it has none."""
+    if not override.is_sweep_override():
+        return [override.input_line]
+    return [] if value is None else [f"{override.get_key_element()}={value}"]
+
+
+def _check(config_name: str, flags: set[str], overrides: list[str]) -> bool:
+    """Compose the job (and each swept group choice); whether the config itself asks for a multirun."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    first = [next(_values(o), None) for o in parsed]
+    lines = [_line(o, value) for o, value in zip(parsed, first)]
+
+    def job(i: int | None = None, value: str | None = None) -> list[str]:
+        return [line for j, o in enumerate(parsed) for line in (_line(o, value) if j == i else lines[j])]
+
+    with initialize_config_dir(str(config_dir()), job_name=config_name, **hydra_version_base()):
+        cfg = compose(config_name, job(), return_hydra_config=True)
+        sweeps = [o for o in parsed if o.is_sweep_override()]
+        multirun = "--multirun" in flags or ("--cfg" not in flags and cfg.hydra.mode == RunMode.MULTIRUN)
+        if sweeps and not multirun:
+            raise GenctlError(
+                f"'{sweeps[0].input_line}' is a sweep: add -m (--multirun) to run one job per value, "
+                "or write a list as key=[a,b] or a string as key='a,b'"
+            )
+        hydra_sweeps = [o.input_line for o in sweeps if o.is_hydra_override()]
+        if hydra_sweeps:
+            raise GenctlError(f"cannot sweep over Hydra's own settings: {', '.join(hydra_sweeps)}")
+        for i, o in enumerate(parsed):
+            if o.is_sweep_override() and o.key_or_group in cfg.hydra.runtime.choices:
+                for value in _values(o):  # a group's choice decides which keys exist
+                    if value != first[i]:
+                        compose(config_name, job(i, value), return_hydra_config=True)
+    return multirun and not flags & {"--multirun", "--run", "--cfg"}
+
+
+def check_overrides(config_name: str, args: list[str]) -> list[str]:
+    """The command line to hand to Hydra; a one-line ``GenctlError`` where Hydra would refuse to compose it."""
+    split = _split(args)
+    if split is None:
+        return args
+    try:
+        return ["--multirun", *args] if _check(config_name, *split) else args
+    except GenctlError:
+        raise
+    except Exception as ex:  # noqa: BLE001 - what describe() cannot phrase, Hydra reports when it composes
+        if full_error():
+            raise
+        message = describe(ex)
+        if message is None:
+            return args
+        raise GenctlError(message) from ex
