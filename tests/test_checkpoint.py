@@ -76,3 +76,38 @@ def test_a_model_too_large_for_memory_is_one_line(tmp_path):
     state["data_shape"] = [1, 28, 28]
     with pytest.raises(GenctlError, match="model 'nade' with these options does not fit in memory"):
         restore_model(state, tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize("how", ["oserror", "device"])
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, how):
+    import errno
+    import os
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, minimal(value=torch.tensor(1)))
+    if how == "oserror":
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(checkpoint.torch, "save", full)
+    else:  # torch's own writer on a device that is always full: a RuntimeError caused by ENOSPC
+        if not os.path.exists("/dev/full"):
+            pytest.skip("no /dev/full")
+        mkstemp = checkpoint.tempfile.mkstemp
+
+        def full_device(*args, **kwargs):
+            fd, name = mkstemp(*args, **kwargs)
+            os.close(fd)
+            return os.open("/dev/full", os.O_WRONLY), name
+
+        monkeypatch.setattr(checkpoint.tempfile, "mkstemp", full_device)
+    state = minimal(value=torch.tensor(2), weights=torch.zeros(300_000))
+    expected = f"cannot write checkpoint {path}: the disk is full; the previous last.pt is intact"
+    with pytest.raises(GenctlError, match=re.escape(expected)):
+        save_checkpoint(path, state)
+    with pytest.raises(GenctlError, match="no best.pt was written before"):
+        save_checkpoint(tmp_path / "best.pt", state)
+    monkeypatch.undo()
+    assert int(load_checkpoint(path)["value"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
