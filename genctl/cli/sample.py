@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from genctl.cli.errors import exit_on_user_error
-from genctl.config import build, config_dir
+from genctl.config import build, config_dir, hydra_version_base
 from genctl.data import load_dataset
 from genctl.errors import GenctlError
 from genctl.eval.evaluate import evaluating
@@ -50,7 +50,7 @@ def interleave_rows(top: torch.Tensor, bottom: torch.Tensor, nrow: int) -> torch
     return torch.cat(rows)
 
 
-@hydra.main(config_path=str(config_dir()), config_name="sample", version_base="1.3")
+@hydra.main(config_path=str(config_dir()), config_name="sample", **hydra_version_base())
 @exit_on_user_error("sample")
 def main(cfg: DictConfig) -> None:
     opts = build("sample", SampleOptions, {key: cfg[key] for key in SampleOptions.__dataclass_fields__})
