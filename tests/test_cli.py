@@ -98,7 +98,7 @@ def test_train_eval_sample_round_trip(cli, tmp_path):
     code, out, err = cli("eval", f"ckpt={run}", "eval.k=8", "eval.chunk=3")
     assert code == 0, err
     assert "nll_iwae" in out and "bits/dim" in out and "IWAE bound, k=8" in out
-    assert json.loads((run / "metrics.json").read_text())["test"]["nll_iwae"]["estimator"] == "IWAE bound, k=8"
+    assert json.loads((run / "metrics.json").read_text())["test@best.pt"]["nll_iwae"]["estimator"] == "IWAE bound, k=8"
 
     for mode, n, size in (("prior", 6, (3, 2)), ("reconstruct", 6, (3, 4)), ("interpolate", 8, (4, 2))):
         code, _, err = cli("sample", f"ckpt={run / 'best.pt'}", f"mode={mode}", f"n={n}", f"nrow={size[0]}", "save_tensor=true")

@@ -8,6 +8,7 @@ import pytest
 
 from genctl.errors import GenctlError
 from genctl.runs.record import FILENAME, Evaluation, RunRecord
+from tests.conftest import TINY
 
 
 def nll(nats: float, estimator: str) -> dict:
@@ -124,3 +125,39 @@ def test_a_corrupt_record_is_one_actionable_line(tmp_path, content, reason):
 def test_a_missing_record_says_how_to_get_one(tmp_path):
     with pytest.raises(GenctlError, match=f"{FILENAME} does not exist: train the run to the end or run genctl eval"):
         RunRecord.read(tmp_path)
+
+
+def test_without_an_end_of_training_test_the_run_reads_the_last_separate_one():
+    record = RunRecord()
+    record.evaluations["test@best.pt"] = Evaluation({"nll_exact": nll(92.0, "exact")})
+    record.evaluations["val@last.pt"] = Evaluation({"nll_exact": nll(95.0, "exact")})
+    record.evaluations["test@last.pt"] = Evaluation({"nll_exact": nll(91.0, "exact")})
+    assert record.best_nll().nats == 91.0 and record.best_nll("val").nats == 95.0
+    record.evaluations["test"] = Evaluation({"nll_exact": nll(93.0, "exact")})
+    assert record.evaluation() is record.evaluations["test"] and record.best_nll().nats == 93.0
+
+
+def test_genctl_eval_and_the_end_of_training_test_are_both_kept_each_labelled(cli, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = cli("train", *TINY, "trainer.max_steps=3", f"hydra.run.dir={run}")
+    assert code == 0, err
+    for args in (["eval.k=2"], ["eval.k=3", "eval.split=val"]):  # as if run while the run trains
+        code, _, err = cli("eval", f"ckpt={run}", *args)
+        assert code == 0, err
+    code, _, err = cli("eval", f"ckpt={run / 'last.pt'}", "eval.k=5")
+    assert code == 0, err
+    code, _, err = cli("train", f"resume={run}", "eval.k=6")  # the budget is spent: only the end of training runs again
+    assert code == 0, err
+    metrics = json.loads((run / FILENAME).read_text())
+    assert metrics["steps"] == 3
+    evaluations = ("test", "test@best.pt", "val@best.pt", "test@last.pt")
+    assert {name: metrics[name]["nll_iwae"]["estimator"] for name in evaluations} == {
+        "test": "IWAE bound, k=6",
+        "test@best.pt": "IWAE bound, k=2",
+        "val@best.pt": "IWAE bound, k=3",
+        "test@last.pt": "IWAE bound, k=5",
+    }
+    assert metrics["test_split"].endswith("checkpoint best.pt")
+    assert metrics["test@best.pt_split"].endswith("checkpoint best.pt at step 3")
+    assert " val (" in metrics["val@best.pt_split"] and metrics["test@last.pt_split"].endswith("checkpoint last.pt at step 3")
+    assert RunRecord.read(run).best_nll().estimator == "IWAE bound, k=6"  # readers of "test" get the end-of-training test

@@ -1,4 +1,7 @@
-"""``genctl eval ckpt=PATH``: test-set likelihood of a checkpoint, merged into its metrics.json."""
+"""``genctl eval ckpt=PATH``: test-set likelihood of a checkpoint, merged into its metrics.json.
+
+It files the result as ``<split>@<checkpoint>`` (e.g. ``test@best.pt``), beside the test that
+training writes when it ends, so evaluating a run while it trains loses neither."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from genctl.eval.evaluate import EvalOptions, evaluate
 from genctl.eval.report import describe, summarize
 from genctl.models.base import is_conditional
 from genctl.runs.checkpoint import open_checkpoint
-from genctl.runs.record import Evaluation, RunRecord
+from genctl.runs.record import Evaluation, RunRecord, evaluation_name
 
 log = logging.getLogger("genctl")
 
@@ -22,16 +25,20 @@ log = logging.getLogger("genctl")
 @hydra.main(config_path=str(config_dir()), config_name="eval", version_base="1.3")
 @exit_on_user_error("eval")
 def main(cfg: DictConfig) -> None:
-    path, _, model, train_cfg = open_checkpoint(cfg)
+    path, state, model, train_cfg = open_checkpoint(cfg)
     data = load_dataset(train_cfg.dataset)
     e = build("eval", EvalOptions, cfg.eval)
     x = data.fixed(e.split)
     labels = data.labels[e.split] if is_conditional(model) else None
     means = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, progress=True, labels=labels)
     metrics = describe(means, model, e.k)
-    record = RunRecord.read(path.parent, missing_ok=True)
+    progress = state.get("progress")
+    step = progress.get("step") if isinstance(progress, dict) else None  # absent from checkpoints not written by training
     about = f"{data.name} {e.split} ({len(x)} images, binarize={data.binarize}), checkpoint {path.name}"
-    record.evaluations[e.split] = Evaluation(metrics, about)
+    about += f" at step {step}" if step is not None else ""
+    name = evaluation_name(e.split, path.name)
+    record = RunRecord.read(path.parent, missing_ok=True)
+    record.evaluations[name] = Evaluation(metrics, about)
     out = record.write(path.parent)
-    log.info("%s %s (%d images, binarize=%s), %s: %s", data.name, e.split, len(x), data.binarize, path, summarize(metrics))
-    log.info("written to %s", out)
+    log.info("%s: %s", about, summarize(metrics))
+    log.info("written to %s as %s", out, name)

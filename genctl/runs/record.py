@@ -10,12 +10,12 @@ On disk the record is one flat JSON object, as it always was: the training facts
 with a line saying which data and checkpoint it scored under ``"test_split"``. Keys this version
 does not know are kept and written back, so rewriting a newer file loses nothing.
 
-Evaluations are keyed by name, and today the name is the split: ``genctl eval`` on the test split
-replaces the test that training wrote. Keeping both (the end-of-training test of best.pt beside a
-separately run evaluation of another checkpoint, or with another k) needs only another name, such
-as ``test@last.pt``: :meth:`RunRecord.read` already takes any top-level object that has a
-``<name>_split`` line as an evaluation, so files written before and after read the same, and a
-reader that looks up ``"test"`` keeps finding the test of the run.
+Evaluations are keyed by name. The end-of-training test of best.pt is ``"test"``; ``genctl eval``
+files its own under ``<split>@<checkpoint>`` (``test@best.pt``, ``val@last.pt``), so an evaluation
+run while the run trains, or with another k, sits beside the final test instead of replacing it, and
+training keeps the evaluations it did not write. :meth:`RunRecord.read` takes any top-level object
+that has a ``<name>_split`` line as an evaluation, so files written before and after read the same,
+and a reader that looks up ``"test"`` keeps finding the test of the run.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 from genctl.errors import GenctlError
 
 FILENAME = "metrics.json"
+TEST = "test"  # the end-of-training test of best.pt
 SPLITS = ("test", "val", "train")  # evaluation names that files written before the _split lines may hold alone
 # The exact likelihood when the model has one; else the IWAE bound (never looser than the ELBO); else the ELBO.
 TIGHTEST_FIRST = ("nll_exact", "nll_iwae", "nll_elbo")
@@ -89,9 +90,17 @@ class RunRecord:
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, written back as they were
 
-    def best_nll(self, evaluation: str = "test") -> NLL | None:
+    def evaluation(self, name: str = TEST) -> Evaluation | None:
+        """The evaluation ``name``; without one, the last that genctl eval filed as ``name@<checkpoint>``
+        (a checkpoint that was only evaluated, or a run trained with ``trainer.test_at_end=false``)."""
+        if name in self.evaluations:
+            return self.evaluations[name]
+        separate = [e for n, e in self.evaluations.items() if n.startswith(f"{name}@")]
+        return separate[-1] if separate else None
+
+    def best_nll(self, evaluation: str = TEST) -> NLL | None:
         """The tightest NLL estimate of one evaluation (exact, else IWAE, else ELBO); None if there is none."""
-        found = self.evaluations.get(evaluation)
+        found = self.evaluation(evaluation)
         return found.best_nll() if found else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +154,11 @@ class RunRecord:
             tmp.unlink(missing_ok=True)
             raise
         return path
+
+
+def evaluation_name(split: str, checkpoint: str) -> str:
+    """The name genctl eval files an evaluation under: never the end-of-training test's."""
+    return f"{split}@{checkpoint}"
 
 
 def _facts() -> list[str]:

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from genctl.data import DataSplits
+from genctl.errors import GenctlError
 from genctl.eval.evaluate import EvalOptions, evaluate
 from genctl.eval.report import describe, summarize
 from genctl.images import save_grid
 from genctl.runs.checkpoint import load_checkpoint, load_weights
-from genctl.runs.record import Evaluation, RunRecord
+from genctl.runs.record import TEST, Evaluation, RunRecord
 from genctl.train.hooks import Hook, ImageGrids
 
 if TYPE_CHECKING:
@@ -24,7 +25,8 @@ log = logging.getLogger("genctl")
 
 
 class Report(Hook):
-    """Reload best.pt, save its image grids, test it (``test`` None: not tested) and write metrics.json.
+    """Reload best.pt, save its image grids, test it (``test`` None: not tested) and write metrics.json,
+    keeping the evaluations genctl eval filed there (under their own names) while the run trained.
 
     It publishes the test numbers to the other hooks, so it must end before TensorBoard does.
     """
@@ -70,10 +72,22 @@ class Report(Hook):
             x = data.fixed("test").to(self.device)
             means = evaluate(model, x, t.batch_size, t.k, t.chunk, t.seed, progress=True, labels=self.test_labels)
             about = f"{data.name} test ({len(data.test)} images), checkpoint best.pt"
-            record.evaluations["test"] = Evaluation(describe(means, model, t.k), about)
+            record.evaluations[TEST] = Evaluation(describe(means, model, t.k), about)
             trainer.emit("on_scalars", "test", means)
-            log.info("test (best.pt): %s", summarize(record.evaluations["test"].metrics))
+            log.info("test (best.pt): %s", summarize(record.evaluations[TEST].metrics))
+        earlier = self.earlier_record()
+        record.evaluations.update({name: e for name, e in earlier.evaluations.items() if name != TEST})
+        record.extra = earlier.extra
         record.write(self.run_dir)
+
+    def earlier_record(self) -> RunRecord:
+        """What the run folder's record holds now, read as late as possible so that an evaluation
+        genctl eval wrote during training is kept; an unreadable one is replaced, with a warning."""
+        try:
+            return RunRecord.read(self.run_dir, missing_ok=True)
+        except GenctlError as e:
+            log.warning("replacing an unreadable record: %s", e)
+            return RunRecord()
 
 
 def peak_memory_mb(device: torch.device) -> float:
