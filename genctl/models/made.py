@@ -65,16 +65,25 @@ class MADE(AutoregressiveModel):
         for layer, ds in enumerate(hiddens):
             self.register_buffer(f"hidden_degrees_{layer}", torch.stack(ds))  # [M, size]
         self.register_buffer("next_mask", torch.zeros((), dtype=torch.long))  # advances each training step
+        self._masks: dict[int, tuple[list[torch.Tensor], torch.Tensor]] = {}  # derived from the degrees: never saved
 
     @property
     def num_masks(self) -> int:
         return self.input_degrees.shape[0]
 
-    def masks(self, m: int) -> list[torch.Tensor]:
-        degrees = [self.input_degrees[m]] + [getattr(self, f"hidden_degrees_{i}")[m] for i in range(len(self.layers))]
-        masks = [(d_out[:, None] >= d_in[None, :]).float() for d_in, d_out in zip(degrees, degrees[1:])]
-        head = (self.input_degrees[m][:, None] > degrees[-1][None, :]).float()
-        return masks + [head.repeat_interleave(self.out, dim=0)]
+    def masks(self, m: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Mask ``m`` of every hidden layer [out, in], and of the head per value [D, hidden]:
+        built once per mask set and device (a training step cycles through them), not per step."""
+        cached = self._masks.get(m)
+        if cached is None or cached[1].device != self.input_degrees.device:
+            degrees = [self.input_degrees[m]] + [getattr(self, f"hidden_degrees_{i}")[m] for i in range(len(self.layers))]
+            hidden = [(d_out[:, None] >= d_in[None, :]).float() for d_in, d_out in zip(degrees, degrees[1:])]
+            cached = self._masks[m] = (hidden, (self.input_degrees[m][:, None] > degrees[-1][None, :]).float())
+        return cached
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self._masks.clear()  # loaded degrees may differ from the ones the cache was built from
+        super()._load_from_state_dict(*args, **kwargs)
 
     def logits(self, x: torch.Tensor, mask: int | None = None) -> torch.Tensor:
         """Conditionals under mask ``mask``; by default the next training mask, or mask 0 in eval."""
@@ -83,10 +92,11 @@ class MADE(AutoregressiveModel):
             if self.training:
                 self.next_mask.fill_((mask + 1) % self.num_masks)
         h = to_sequence(x)
-        masks = self.masks(mask)
-        for layer, m in zip(self.layers, masks):
+        hidden, head = self.masks(mask)
+        for layer, m in zip(self.layers, hidden):
             h = self.act(F.linear(h, layer.weight * m, layer.bias))
-        out = F.linear(h, self.head.weight * masks[-1], self.head.bias)
+        weight = self.head.weight.view(self.dims, self.out, -1) * head[:, None, :]  # every value's outputs share its mask
+        out = F.linear(h, weight.view(self.dims * self.out, -1), self.head.bias)
         if self.binary:
             return from_sequence(out, self.data_shape)
         return from_sequence(out.view(len(x), self.dims, self.out), self.data_shape)
