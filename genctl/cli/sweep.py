@@ -1,9 +1,16 @@
-"""A Hydra callback that writes a table of every run's final metrics into the sweep folder."""
+"""A Hydra callback that writes a table of every run's final metrics into the sweep folder.
+
+A job that failed is a row too, with its one-line error in the last column, and the sweep then
+ends with exit code 1 (all its jobs ran). Hydra turns an exception raised in a callback into a
+warning, so the exit code is set with ``SystemExit``, once the summary is written; callbacks end
+in reverse order, so the ones added after this one (``+hydra.callbacks...``) have ended by then.
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +18,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from genctl.runs.record import FILENAME, RunRecord
+from genctl.runs.record import FILENAME, TEST, RunRecord
 
 log = logging.getLogger("genctl")
 
@@ -24,8 +31,11 @@ def run_row(run: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"run": run.name, "overrides": overrides}
     for key in ("model", "dataset", "params", "epochs", "wall_time_s", "best_val_loss"):
         row[key] = getattr(record, key)
-    if "test" in record.evaluations:
-        row.update({f"test_{name}": value for name, value in record.evaluations["test"].scalars().items()})
+    test = record.evaluation(TEST)
+    if test is not None:
+        row.update({f"test_{name}": value for name, value in test.scalars().items()})
+    if record.error is not None:
+        row["error"] = record.error
     return row
 
 
@@ -48,8 +58,11 @@ class SweepSummary(Callback):
             return
         rows = [run_row(r) for r in runs]
         varied = {o for row in rows for o in row["overrides"]} - set.intersection(*(set(r["overrides"]) for r in rows))
+        failed = [row["run"] for row in rows if "error" in row]
         for row in rows:  # show what the sweep varied, not the overrides every run shares
             row["overrides"] = " ".join(o for o in row["overrides"] if o in varied)
+            if failed:
+                row["error"] = row.pop("error", None)  # the last column, whichever row comes first
         columns = list(dict.fromkeys(k for row in rows for k in row))
         with open(sweep_dir / "summary.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
@@ -58,3 +71,10 @@ class SweepSummary(Callback):
         table = markdown_table(rows)
         (sweep_dir / "summary.md").write_text(table + "\n")
         log.info("sweep summary (%s):\n%s", sweep_dir / "summary.csv", table)
+        if failed:
+            print(
+                f"genctl train: error: {len(failed)} of {len(rows)} jobs failed (job {', '.join(failed)}); "
+                f"their errors are in {sweep_dir / 'summary.md'}",
+                file=sys.stderr,
+            )
+            sys.exit(1)

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from genctl.cli.errors import exit_on_user_error
+from genctl.cli.errors import describe, exit_on_user_error, full_error
 from genctl.cli.logs import route_console_through_tqdm
 from genctl.config import config_dir
+from genctl.errors import GenctlError
+from genctl.runs.record import RunRecord
 from genctl.train.build import train
 
 log = logging.getLogger("genctl")
@@ -21,10 +24,34 @@ log = logging.getLogger("genctl")
 @exit_on_user_error("train")
 def main(cfg: DictConfig) -> float:
     route_console_through_tqdm()
-    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir).resolve()
     log.info("run folder: %s", run_dir)
-    progress = train(cfg, run_dir)
+    try:
+        progress = train(cfg, run_dir)
+    except Exception as e:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise  # a single run: one line and exit code 2 for a user error, the traceback for a bug
+        return job_failed(run_dir, e)
     log.info(
         "done: checkpoints, samples, TensorBoard logs (tensorboard --logdir %s) and metrics.json in %s", run_dir / "tb", run_dir
     )
     return float(progress.best_val)  # what sweepers minimize
+
+
+def job_failed(run_dir: Path, e: Exception) -> float:
+    """Record why a sweep job failed and let the sweep go on (Hydra's sweepers stop at a job that
+    raises, before the sweep's summary is written). The summary lists the failure and sets the
+    sweep's exit code; the job returns the worst value a minimizing sweeper can get."""
+    line = describe(e)
+    if line is None:  # a bug, not the user's input
+        message = " ".join(str(e).split())
+        line = f"{type(e).__name__}: {message}" if message else type(e).__name__
+    log.error("job failed: %s", line, exc_info=full_error())
+    try:
+        record = RunRecord.read(run_dir, missing_ok=True)
+        record.error = line
+        record.write(run_dir)
+    except (GenctlError, OSError) as unrecorded:
+        log.error("the failure could not be recorded in %s: %s", run_dir, unrecorded)
+    return float("inf")

@@ -16,6 +16,9 @@ run while the run trains, or with another k, sits beside the final test instead 
 training keeps the evaluations it did not write. :meth:`RunRecord.read` takes any top-level object
 that has a ``<name>_split`` line as an evaluation, so files written before and after read the same,
 and a reader that looks up ``"test"`` keeps finding the test of the run.
+
+A sweep job that failed has a record too, holding the one-line ``error`` that ended it, so the
+sweep's summary lists it beside the jobs that finished.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class RunRecord:
     epochs: int | None = None
     steps: int | None = None
     stopped: str | None = None  # why training ended: completed | max_steps | max_time | interrupted
+    error: str | None = None  # the one-line error that ended a failed sweep job
     wall_time_s: float | None = None
     train_images_per_s: float | None = None
     peak_memory_mb: float | None = None
