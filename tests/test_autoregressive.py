@@ -35,6 +35,7 @@ TINY_AR = {
     "gated_pixelcnn": {"channels": 6, "layers": 2, "kernel": 3, "head": 6, "num_classes": 0},
     "gated_pixelcnn_k5": {"name": "gated_pixelcnn", "channels": 6, "layers": 2, "kernel": 5, "head": 6, "num_classes": 0},
     "pixelrnn": {"variant": "row_lstm", "hidden": 6, "layers": 1, "head": 6},
+    "pixelrnn_2layers": {"name": "pixelrnn", "variant": "row_lstm", "hidden": 6, "layers": 2, "head": 6},
     "pixelrnn_diagonal": {"name": "pixelrnn", "variant": "diagonal_bilstm", "hidden": 6, "layers": 1, "head": 6},
 }
 SHAPES = [((1, 4, 4), True), ((3, 3, 3), False)]

@@ -111,6 +111,12 @@ class AutoregressiveModel(GenerativeModel, ExactLikelihood, Sampler, Completes):
             return logits.argmax(-1).float() / 255
         return torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(-1).float() / 255
 
+    def draw_value(self, out: torch.Tensor, c: int, temperature: float) -> torch.Tensor:
+        """Value ``c`` of one pixel, drawn from a convolutional head's output there,
+        [B, C * (1 or 256)] (laid out as :meth:`conv_logits` reads it): what incremental samplers draw."""
+        logits = out.view(len(out), self.data_shape[0], -1)[:, c]
+        return self.draw(logits.squeeze(-1) if self.binary else logits, temperature)
+
     def complete(
         self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None
     ) -> torch.Tensor:

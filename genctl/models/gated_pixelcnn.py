@@ -28,7 +28,7 @@ from torch import nn
 
 from genctl.models.autoregressive import AutoregressiveModel, tiny_ops
 from genctl.models.base import MODELS, ClassConditional
-from genctl.nn.masked import MaskedConv2d, pointwise
+from genctl.nn.masked import MaskedConv2d, pointwise, pointwise_stack
 
 
 def gate(x: torch.Tensor, colors: int) -> torch.Tensor:
@@ -173,7 +173,7 @@ class GatedPixelCNN(AutoregressiveModel, ClassConditional):
         if y is not None and not self.num_classes:
             raise ValueError("labels given to a model with num_classes=0")
         x = x.clone()
-        colors, height, width = self.data_shape
+        _, height, width = self.data_shape
         n, layers = len(x), self.layers
         biases = [layer.label_bias(y) for layer in layers]
 
@@ -200,7 +200,5 @@ class GatedPixelCNN(AutoregressiveModel, ClassConditional):
                     if l + 1 < len(layers):
                         h_in[l + 1][:, :, i, j] = out
                 if step >= known:
-                    _, first, _, last = self.head
-                    logits = pointwise(last, torch.relu(pointwise(first, torch.relu(skips)))).view(n, colors, -1)[:, c]
-                    x[:, c, i, j] = self.draw(logits.squeeze(-1) if self.binary else logits, temperature)
+                    x[:, c, i, j] = self.draw_value(pointwise_stack(self.head, skips), c, temperature)
         return x

@@ -81,7 +81,7 @@ class PixelCNN(AutoregressiveModel):
         if not fast:  # unconditional: y is always None here
             return super().complete(x, known, temperature, fast=False)
         x = x.clone()
-        colors, height, width = self.data_shape
+        _, height, width = self.data_shape
         # The first convolution's input map is x itself, so each value drawn is seen from then
         # on. Deeper maps at a pixel are final once its last value is due: they depend on its
         # earlier values only (mask A at the centre).
@@ -92,8 +92,7 @@ class PixelCNN(AutoregressiveModel):
                 h, w = divmod(rest, width)
                 out = step(self.net, x[:, :, h, w], h, w, caches, x.shape)  # also fills the caches
                 if n >= known:
-                    logits = out.view(len(x), colors, -1)[:, c]
-                    x[:, c, h, w] = self.draw(logits.squeeze(-1) if self.binary else logits, temperature)
+                    x[:, c, h, w] = self.draw_value(out, c, temperature)
         return x
 
 

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genctl.models.autoregressive import AutoregressiveModel
+from genctl.models.autoregressive import AutoregressiveModel, tiny_ops
 from genctl.models.base import MODELS
-from genctl.nn.masked import MaskedConv2d, causal_mask
+from genctl.nn.masked import MaskedConv2d, causal_mask, pointwise, pointwise_stack
 
 
 class GateConv(MaskedConv2d):
@@ -171,3 +171,57 @@ class PixelRNN(AutoregressiveModel):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_logits(self.net(x))
+
+    def complete(
+        self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``fast=True`` with Row LSTMs: incremental generation. A pixel's state depends on its
+        column's state one row up and, through the input-to-state convolution, on this row's
+        pixels up to it; so each value costs every layer at one pixel: the first convolution
+        from the image, the gates from cached input maps and the row above's state-to-state
+        convolution (computed once per row), the LSTM update of one column. Same conditionals as
+        the full passes. The Diagonal BiLSTM uses the window crop."""
+        layers = list(self.net[1:-4])
+        if not fast or not all(isinstance(layer.lstm, RowLSTM) for layer in layers):
+            return super().complete(x, known, temperature, fast)
+        x = x.clone()
+        _, height, width = self.data_shape
+        first, head = self.net[0], self.net[-4:]
+        inputs = [x.new_zeros(len(x), layer.up.out_channels, height, width) for layer in layers]
+        rows = [RowState(layer.lstm, len(x), width, x) for layer in layers]
+        with tiny_ops(x.device):
+            for n, value in enumerate(self.order().tolist()):
+                c, rest = divmod(value, height * width)
+                i, j = divmod(rest, width)
+                if c == 0 and j == 0 and i > 0:  # row i - 1 is complete: it becomes the row above
+                    for row in rows:
+                        row.next_row()
+                v = first.at(x, i, j)  # sees the values drawn so far, the current pixel's earlier channels too
+                for layer, row, cache in zip(layers, rows, inputs):
+                    cache[:, :, i, j] = v
+                    v = v + pointwise(layer.up, row.step(cache, i, j))
+                if n >= known:
+                    x[:, c, i, j] = self.draw_value(pointwise_stack(head, v), c, temperature)
+        return x
+
+
+class RowState:
+    """A Row LSTM's states while an image is generated pixel by pixel: the complete row above
+    (its cells, and its state-to-state convolution, once per row) and the row in progress."""
+
+    def __init__(self, lstm: RowLSTM, n: int, width: int, like: torch.Tensor) -> None:
+        self.lstm = lstm
+        self.h, self.c = (like.new_zeros(n, lstm.hidden, width) for _ in range(2))  # the row in progress
+        self.c_above = like.new_zeros(n, lstm.hidden, width)
+        self.recurrent = like.new_zeros(n, 4 * lstm.hidden, width)  # state_to_state of zeros, no bias: row 0
+
+    def next_row(self) -> None:
+        self.recurrent = self.lstm.state_to_state(self.h)
+        self.c_above, self.h, self.c = self.c, torch.zeros_like(self.h), torch.zeros_like(self.c)
+
+    def step(self, inputs: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """The hidden state at (i, j), [B, h], from the layer's input map filled up to (i, j)."""
+        gates = self.lstm.input_to_state.at(inputs, i, j) + self.recurrent[:, :, j]
+        h, c = lstm_step(gates, self.c_above[:, :, j])
+        self.h[:, :, j], self.c[:, :, j] = h, c
+        return h

@@ -9,6 +9,7 @@ value it predicts), mask "B" groups <= g (every later layer).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
@@ -82,3 +83,10 @@ def pointwise(conv: nn.Conv2d, v: torch.Tensor) -> torch.Tensor:
     """A 1x1 convolution (masked or not) at one pixel: [B, in] -> [B, out]."""
     weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight
     return F.linear(v, weight[:, :, 0, 0], conv.bias)
+
+
+def pointwise_stack(modules: Iterable[nn.Module], v: torch.Tensor) -> torch.Tensor:
+    """A stack of ReLUs and 1x1 convolutions (an output head) at one pixel: [B, in] -> [B, out]."""
+    for module in modules:
+        v = torch.relu(v) if isinstance(module, nn.ReLU) else pointwise(module, v)
+    return v
