@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from genctl.cli.errors import exit_on_user_error
-from genctl.config import build, config_dir
+from genctl.config import build, config_dir, hydra_version_base
 from genctl.data import load_dataset
 from genctl.eval.evaluate import EvalOptions, evaluate
 from genctl.eval.report import describe, summarize
@@ -22,7 +22,7 @@ from genctl.runs.record import Evaluation, RunRecord, evaluation_name
 log = logging.getLogger("genctl")
 
 
-@hydra.main(config_path=str(config_dir()), config_name="eval", version_base="1.3")
+@hydra.main(config_path=str(config_dir()), config_name="eval", **hydra_version_base())
 @exit_on_user_error("eval")
 def main(cfg: DictConfig) -> None:
     path, state, model, train_cfg = open_checkpoint(cfg)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from genctl.cli.errors import describe, exit_on_user_error, full_error
 from genctl.cli.logs import route_console_through_tqdm
-from genctl.config import config_dir
+from genctl.config import config_dir, hydra_version_base
 from genctl.errors import GenctlError
 from genctl.runs.record import RunRecord
 from genctl.train.build import train
@@ -20,7 +20,7 @@ from genctl.train.build import train
 log = logging.getLogger("genctl")
 
 
-@hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
+@hydra.main(config_path=str(config_dir()), config_name="train", **hydra_version_base())
 @exit_on_user_error("train")
 def main(cfg: DictConfig) -> float:
     route_console_through_tqdm()
