@@ -1,5 +1,5 @@
-"""PixelRNN, both variants: causality by gradients, the Diagonal BiLSTM's full context, exact
-window crops (conditionals and samples), shapes."""
+"""PixelRNN, both variants: causality by gradients, the Diagonal BiLSTM's full context, shapes
+(incremental sampling is tested with every autoregressive model in test_autoregressive.py)."""
 
 from __future__ import annotations
 

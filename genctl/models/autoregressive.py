@@ -57,14 +57,7 @@ class AutoregressiveModel(GenerativeModel, ExactLikelihood, Sampler, Completes):
     ``logits(x)`` is [B, C, H, W] for binary data and [B, 256, C, H, W] for 8-bit data, and its
     entry i may depend only on the values before i in :meth:`order` (tests check this with
     gradients for every model).
-
-    Convolutional and recurrent models that accept images of any size set ``window`` to how far
-    the conditionals of a pixel reach: (rows up, columns left, columns right). Sampling then runs
-    each step on that crop of the image only, which gives exactly the full pass's conditionals
-    (nothing looks down, and the crop keeps the image's own borders).
     """
-
-    window: tuple[int, int, int] | None = None
 
     def __init__(self, data_shape: tuple[int, int, int], binary: bool) -> None:
         super().__init__(data_shape, binary)
@@ -120,10 +113,10 @@ class AutoregressiveModel(GenerativeModel, ExactLikelihood, Sampler, Completes):
     def complete(
         self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``fast=False`` is the reference: one forward pass over the whole image per value. Fast
-        paths (the ``window`` crop here, caches in subclasses) must give identical images."""
-        window = self.window if fast else None
-        return self.complete_with(x, known, temperature, self.order(), self.conditioned(y), window)
+        """The reference: one forward pass over the whole image per value. Models with a faster
+        algorithm (caches) override this and take it when ``fast``; tests check they give the
+        same conditionals and images."""
+        return self.complete_with(x, known, temperature, self.order(), self.conditioned(y))
 
     def complete_with(
         self,
@@ -132,27 +125,16 @@ class AutoregressiveModel(GenerativeModel, ExactLikelihood, Sampler, Completes):
         temperature: float,
         order: torch.Tensor,
         logits_fn: Callable[[torch.Tensor], torch.Tensor],
-        window: tuple[int, int, int] | None = None,
     ) -> torch.Tensor:
-        """Sample the values ``order[known:]`` of ``x`` one at a time from ``logits_fn``.
-
-        One forward pass per value: over the whole image, or over its ``window`` crop.
-        """
+        """Sample the values ``order[known:]`` of ``x`` one at a time, each from a full pass of
+        ``logits_fn``."""
         x = x.clone()
         _, height, width = self.data_shape
         for i in order[known:].tolist():
             c, rest = divmod(i, height * width)
             h, w = divmod(rest, width)
-            if window is None:
-                top, left, view = 0, 0, x
-            else:
-                up, reach_left, reach_right = window
-                top, left = max(0, h - up), max(0, w - reach_left)
-                view = x[:, :, top : h + 1, left : min(width, w + reach_right + 1)]
-            logits = logits_fn(view)
-            at = (c, h - top, w - left)
-            value_logits = logits[(slice(None), *at)] if self.binary else logits[:, :, at[0], at[1], at[2]]
-            x[:, c, h, w] = self.draw(value_logits, temperature)
+            logits = logits_fn(x)
+            x[:, c, h, w] = self.draw(logits[:, c, h, w] if self.binary else logits[:, :, c, h, w], temperature)
         return x
 
     def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:

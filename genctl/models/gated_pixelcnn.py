@@ -147,10 +147,6 @@ class GatedPixelCNN(AutoregressiveModel, ClassConditional):
             nn.ReLU(),
             MaskedConv2d(head, out, 1, "B", colors),
         )
-        # Each layer widens both stacks by k//2 (rows up; columns left and right), and the shift
-        # adds one row: the exact bounding box of the receptive field.
-        reach = layers * (kernel // 2)
-        self.window = (reach + 1, reach, reach)
 
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """As in :class:`AutoregressiveModel`; ``y`` [B] class labels (``num_classes`` > 0) or None."""

@@ -69,8 +69,6 @@ class PixelCNN(AutoregressiveModel):
             nn.ReLU(),
             MaskedConv2d(head, out, 1, "B", colors),
         )
-        reach = first_kernel // 2 + blocks * (kernel // 2)
-        self.window = (reach, reach, reach)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_logits(self.net(x))

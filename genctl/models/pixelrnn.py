@@ -11,6 +11,8 @@ run in a Python loop (over rows or diagonals, never over pixels):
 - ``diagonal_bilstm`` (3.2): the map is skewed so that diagonals become columns, and two
   directions run column by column over it; together they see the whole context above.
 
+Sampling with ``fast=True`` is incremental for both: see :meth:`PixelRNN.complete`.
+
 Colour: hidden units are split into R, G, B groups, and the input-to-state convolution masks
 every gate of a unit by that unit's group (mask B), so a unit of group g sees the current pixel's
 groups <= g only. The cell and gate arithmetic is elementwise per unit, which keeps it that way.
@@ -154,7 +156,7 @@ class PixelRNN(AutoregressiveModel):
         head: int,
     ) -> None:
         super().__init__(data_shape, binary)
-        colors, height, width = data_shape
+        colors = data_shape[0]
         if hidden % colors or head % colors:
             raise ValueError(f"hidden and head must be divisible by {colors} (colour groups)")
         out = colors * (1 if binary else self.levels)
@@ -166,8 +168,6 @@ class PixelRNN(AutoregressiveModel):
             nn.ReLU(),
             MaskedConv2d(head, out, 1, "B", colors),
         )
-        # The recurrence reaches every row above, across the full width: crop to rows 0..h only.
-        self.window = (height, width, width)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_logits(self.net(x))
@@ -175,53 +175,87 @@ class PixelRNN(AutoregressiveModel):
     def complete(
         self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``fast=True`` with Row LSTMs: incremental generation. A pixel's state depends on its
-        column's state one row up and, through the input-to-state convolution, on this row's
-        pixels up to it; so each value costs every layer at one pixel: the first convolution
-        from the image, the gates from cached input maps and the row above's state-to-state
-        convolution (computed once per row), the LSTM update of one column. Same conditionals as
-        the full passes. The Diagonal BiLSTM uses the window crop."""
-        layers = list(self.net[1:-4])
-        if not fast or not all(isinstance(layer.lstm, RowLSTM) for layer in layers):
+        """``fast=True``: incremental generation, each value costing every layer at one pixel
+        (the first convolution from the image, each LSTM's update at that pixel from cached
+        states) plus, once per row, what the row above completes (:class:`RowState`,
+        :class:`DiagonalState`). Same conditionals as the full passes."""
+        if not fast:
             return super().complete(x, known, temperature, fast)
         x = x.clone()
         _, height, width = self.data_shape
-        first, head = self.net[0], self.net[-4:]
+        first, layers, head = self.net[0], list(self.net[1:-4]), self.net[-4:]
         inputs = [x.new_zeros(len(x), layer.up.out_channels, height, width) for layer in layers]
-        rows = [RowState(layer.lstm, len(x), width, x) for layer in layers]
+        states = [(RowState if isinstance(layer.lstm, RowLSTM) else DiagonalState)(layer.lstm, x) for layer in layers]
         with tiny_ops(x.device):
             for n, value in enumerate(self.order().tolist()):
                 c, rest = divmod(value, height * width)
                 i, j = divmod(rest, width)
                 if c == 0 and j == 0 and i > 0:  # row i - 1 is complete: it becomes the row above
-                    for row in rows:
-                        row.next_row()
+                    for state, cache in zip(states, inputs):
+                        state.next_row(cache[:, :, i - 1])
                 v = first.at(x, i, j)  # sees the values drawn so far, the current pixel's earlier channels too
-                for layer, row, cache in zip(layers, rows, inputs):
+                for layer, state, cache in zip(layers, states, inputs):
                     cache[:, :, i, j] = v
-                    v = v + pointwise(layer.up, row.step(cache, i, j))
+                    v = v + pointwise(layer.up, state.step(cache, i, j))
                 if n >= known:
                     x[:, c, i, j] = self.draw_value(pointwise_stack(head, v), c, temperature)
         return x
 
 
 class RowState:
-    """A Row LSTM's states while an image is generated pixel by pixel: the complete row above
-    (its cells, and its state-to-state convolution, once per row) and the row in progress."""
+    """A Row LSTM's states while an image is generated pixel by pixel: the row above's cells and
+    its state-to-state convolution (once per row), and the row in progress."""
 
-    def __init__(self, lstm: RowLSTM, n: int, width: int, like: torch.Tensor) -> None:
+    def __init__(self, lstm: RowLSTM, like: torch.Tensor) -> None:
         self.lstm = lstm
-        self.h, self.c = (like.new_zeros(n, lstm.hidden, width) for _ in range(2))  # the row in progress
-        self.c_above = like.new_zeros(n, lstm.hidden, width)
+        n, width = len(like), like.shape[-1]
+        self.h, self.c, self.c_above = (like.new_zeros(n, lstm.hidden, width) for _ in range(3))
         self.recurrent = like.new_zeros(n, 4 * lstm.hidden, width)  # state_to_state of zeros, no bias: row 0
 
-    def next_row(self) -> None:
+    def next_row(self, inputs_above: torch.Tensor) -> None:
         self.recurrent = self.lstm.state_to_state(self.h)
         self.c_above, self.h, self.c = self.c, torch.zeros_like(self.h), torch.zeros_like(self.c)
 
     def step(self, inputs: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        """The hidden state at (i, j), [B, h], from the layer's input map filled up to (i, j)."""
+        """The LSTM's output at (i, j), [B, h], from its input map filled up to (i, j)."""
         gates = self.lstm.input_to_state.at(inputs, i, j) + self.recurrent[:, :, j]
         h, c = lstm_step(gates, self.c_above[:, :, j])
         self.h[:, :, j], self.c[:, :, j] = h, c
         return h
+
+
+class DiagonalState:
+    """A Diagonal BiLSTM's states while an image is generated pixel by pixel. Unskewed, the
+    left-to-right state at (i, j) reads (i - 1, j) and (i, j - 1), so it is computed at its pixel;
+    the right-to-left state at (i, j) reads (i - 1, j) and (i, j + 1), and (i, j) uses the one a
+    row up: that whole row is swept right to left once it is complete."""
+
+    def __init__(self, lstm: DiagonalBiLSTM, like: torch.Tensor) -> None:
+        self.lstm = lstm
+        n, width, hidden = len(like), like.shape[-1], lstm.forward_dir.hidden
+        self.h, self.c, self.h_above, self.backward_above = (like.new_zeros(n, hidden, width) for _ in range(4))
+
+    def next_row(self, inputs_above: torch.Tensor) -> None:
+        """The row above, [B, channels, W], is complete: sweep the right-to-left LSTM over it."""
+        direction = self.lstm.backward_dir
+        upper, same = direction.state_to_state.weight.unbind(2)  # taps on the row above and on this row
+        gates = direction.input_to_state(inputs_above[:, :, None])[:, :, 0]  # a 1x1 convolution: any row
+        h = c = torch.zeros_like(self.h[:, :, 0])
+        swept = torch.zeros_like(self.h)
+        for j in reversed(range(swept.shape[-1])):
+            h, c = lstm_step(gates[:, :, j] + self.backward_above[:, :, j] @ upper.t() + h @ same.t(), c)
+            swept[:, :, j] = h
+        self.backward_above = swept
+        self.h_above, self.h, self.c = self.h, torch.zeros_like(self.h), torch.zeros_like(self.c)
+
+    def step(self, inputs: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """The BiLSTM's output at (i, j), [B, h]: this pixel's left-to-right state plus the
+        right-to-left state one row up."""
+        direction = self.lstm.forward_dir
+        upper, same = direction.state_to_state.weight.unbind(2)
+        zero = torch.zeros_like(self.c[:, :, 0])
+        left_h, left_c = (self.h[:, :, j - 1], self.c[:, :, j - 1]) if j else (zero, zero)
+        gates = pointwise(direction.input_to_state, inputs[:, :, i, j]) + self.h_above[:, :, j] @ upper.t() + left_h @ same.t()
+        h, c = lstm_step(gates, left_c)
+        self.h[:, :, j], self.c[:, :, j] = h, c
+        return h + self.backward_above[:, :, j]
