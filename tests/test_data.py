@@ -207,3 +207,43 @@ def test_download_without_a_working_torchvision_says_how_to_fix_it(tmp_path, mon
         load_dataset(cfg)
     with pytest.raises(GenctlError, match="add dataset.download=true"):
         load_dataset(dataset_cfg(name="mnist", root=str(tmp_path)))
+
+
+def protocol(name: str, **overrides: object):
+    """The dataset config ``name`` as `genctl train dataset=NAME` composes it, on the real files."""
+    from hydra import compose, initialize_config_dir
+
+    from genctl.config import config_dir
+
+    if not (SHARED_DATA / "MNIST").is_dir():
+        pytest.skip(f"{SHARED_DATA} does not hold the official MNIST files")
+    args = [f"dataset={name}", f"dataset.root={SHARED_DATA}", *(f"dataset.{k}={v}" for k, v in overrides.items())]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return load_dataset(compose("train", args).dataset)
+
+
+def test_binarized_mnist_is_the_autoregressive_papers_protocol():
+    data = protocol("binarized_mnist")
+    assert (len(data.train), len(data.val), len(data.test)) == (50_000, 10_000, 10_000)
+    train, dynamic = data.train_source()
+    assert not dynamic and set(train.unique().tolist()) == {0.0, 1.0}  # one fixed binarization
+    assert torch.equal(data.fixed("test"), data.fixed("test"))
+    assert "50,000 train / 10,000 val / 10,000 test, one fixed binarization drawn by genctl" in data.protocol
+
+
+def test_dynamic_mnist_is_the_vae_papers_protocol():
+    data = protocol("dynamic_mnist")
+    assert (len(data.train), len(data.val), len(data.test)) == (59_000, 1_000, 10_000)
+    train, dynamic = data.train_source()
+    assert dynamic and train.dtype == torch.uint8  # binarized afresh per batch
+    assert set(data.fixed("test").unique().tolist()) == {0.0, 1.0}
+    assert "dynamic binarization" in data.protocol
+
+
+def test_fashion_mnist_is_8bit_by_default():
+    if not (SHARED_DATA / "FashionMNIST").is_dir():
+        pytest.skip("no Fashion-MNIST files")
+    data = protocol("fashion_mnist")
+    assert (len(data.train), len(data.val), len(data.test)) == (59_000, 1_000, 10_000)
+    assert not data.binary and len(data.fixed("test").unique()) > 200
+    assert "8-bit values (256 levels)" in data.protocol

@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> None:
     metrics = describe(means, model, e.k)
     progress = state.get("progress")
     step = progress.get("step") if isinstance(progress, dict) else None  # absent from checkpoints not written by training
-    about = f"{data.name} {e.split} ({len(x)} images, binarize={data.binarize}), checkpoint {path.name}"
+    about = f"{data.protocol}; {e.split} split, checkpoint {path.name}"
     about += f" at step {step}" if step is not None else ""
     name = evaluation_name(e.split, path.name)
     record = RunRecord.read(path.parent, missing_ok=True)

@@ -75,6 +75,18 @@ class DataSplits:
     def binary(self) -> bool:
         return self.binarize != "none"
 
+    @property
+    def protocol(self) -> str:
+        """What a number measured on these splits was measured on, in one line: every reported
+        number carries it (binarization and split sizes move NLLs by whole nats)."""
+        pixels = {
+            "dynamic": f"dynamic binarization (a fresh draw per training batch; val and test drawn once, seed {self.split_seed})",
+            "static": f"one fixed binarization drawn by genctl (seed {self.split_seed}), not a published binarized file",
+            "none": "8-bit values (256 levels)",
+        }[self.binarize]
+        sizes = f"{len(self.train):,} train / {len(self.val):,} val / {len(self.test):,} test"
+        return f"{self.name} {'x'.join(map(str, self.shape))}, {sizes}, {pixels}"
+
     def train_source(self) -> tuple[torch.Tensor, bool]:
         """What training batches are drawn from, and whether each batch is a fresh binarization."""
         if self.binarize == "static":

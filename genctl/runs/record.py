@@ -77,6 +77,7 @@ class RunRecord:
     model: str | None = None
     dataset: str | None = None
     binarize: str | None = None
+    protocol: str | None = None  # the data's splits and binarization, in one line (DataSplits.protocol)
     params: int | None = None
     epochs: int | None = None
     steps: int | None = None

@@ -50,6 +50,7 @@ class Report(Hook):
             model=self.model_name,
             dataset=data.name,
             binarize=data.binarize,
+            protocol=data.protocol,
             params=sum(p.numel() for p in model.parameters()),
             epochs=progress.epoch,
             steps=progress.step,
@@ -71,7 +72,7 @@ class Report(Hook):
             t = self.test
             x = data.fixed("test").to(self.device)
             means = evaluate(model, x, t.batch_size, t.k, t.chunk, t.seed, progress=True, labels=self.test_labels)
-            about = f"{data.name} test ({len(data.test)} images), checkpoint best.pt"
+            about = f"{data.protocol}; test split, checkpoint best.pt"
             record.evaluations[TEST] = Evaluation(describe(means, model, t.k), about)
             trainer.emit("on_scalars", "test", means)
             log.info("test (best.pt): %s", summarize(record.evaluations[TEST].metrics))
