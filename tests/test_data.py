@@ -83,14 +83,17 @@ def test_missing_dataset_names_the_paths_tried_and_the_fix(tmp_path):
     assert "dataset.root=" in message
 
 
-def test_embedded_digits_are_the_documented_slice_of_real_mnist():
+def test_embedded_digits_are_balanced_official_train_and_test_digits():
     data = load_dataset(dataset_cfg(name="digits"))
     assert (len(data.train), len(data.test)) == (2000, 500)
-    official = SHARED_DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
-    if official.is_file():
-        digits = torch.from_numpy(read_idx(official).copy())
-        assert torch.equal(data.train[:, 0], digits[:2000])
-        assert torch.equal(data.test[:, 0], digits[9500:])
+    assert torch.bincount(data.labels["train"]).tolist() == [200] * 10
+    assert torch.bincount(data.labels["test"]).tolist() == [50] * 10
+    raw = SHARED_DATA / "MNIST" / "raw"
+    if not raw.is_dir():
+        pytest.skip("the official MNIST files are not beside the repository")
+    for split, prefix, embedded in (("train", "train", data.train), ("test", "t10k", data.test)):
+        official = {bytes(row) for row in read_idx(raw / f"{prefix}-images-idx3-ubyte.gz").reshape(-1, 784)}
+        assert all(bytes(row) in official for row in embedded.reshape(-1, 784).numpy()), split
 
 
 def write_cifar(tmp_path, protocol: int = 2) -> None:
