@@ -99,6 +99,9 @@ def vae_cfg(**kw):
         "hidden": [64],
         "channels": [8, 16],
         "activation": "relu",
+        "downsample": "stride",
+        "observation": "gaussian",
+        "mixtures": 10,
         "obs_sigma": 0.1,
     }
     return OmegaConf.create({**base, **kw})
@@ -159,7 +162,15 @@ def test_elbo_loss_scaling_and_kl_warmup(digits):
 
 def test_loss_must_fit_the_model(digits):
     ae_cfg = OmegaConf.create(
-        {"name": "ae", "arch": "mlp", "latent_dim": 4, "hidden": [8], "channels": [4], "activation": "relu"}
+        {
+            "name": "ae",
+            "arch": "mlp",
+            "latent_dim": 4,
+            "hidden": [8],
+            "channels": [4],
+            "activation": "relu",
+            "downsample": "stride",
+        }
     )
     ae = build_model(ae_cfg, digits.shape, True)
     with pytest.raises(GenctlError, match="loss 'elbo' needs one of the models hvae, vae; model 'ae' trains with: mse"):
@@ -192,7 +203,15 @@ def test_a_model_learns_its_obligations_from_the_capabilities_it_declares():
 
 def test_evaluation_applies_the_estimators_each_capability_allows(digits):
     x = digits.fixed("test")[:4]
-    ae_cfg = {"name": "ae", "arch": "mlp", "latent_dim": 4, "hidden": [8], "channels": [4], "activation": "relu"}
+    ae_cfg = {
+        "name": "ae",
+        "arch": "mlp",
+        "latent_dim": 4,
+        "hidden": [8],
+        "channels": [4],
+        "activation": "relu",
+        "downsample": "stride",
+    }
     models = {
         "ae": build_model(OmegaConf.create(ae_cfg), digits.shape, True),
         "vae": build_model(vae_cfg(), digits.shape, True),
@@ -200,4 +219,17 @@ def test_evaluation_applies_the_estimators_each_capability_allows(digits):
     }
     with torch.no_grad():
         found = {name: set(estimates(model, x, 2, 1)) for name, model in models.items()}
-    assert found == {"ae": {"mse"}, "vae": {"nll_elbo", "nll_iwae", "kl"}, "fvsbn": {"nll_exact"}}
+    assert found == {"ae": {"mse", "psnr"}, "vae": {"nll_elbo", "nll_iwae", "kl"}, "fvsbn": {"nll_exact"}}
+
+
+@pytest.mark.parametrize("downsample", ["stride", "maxpool"])
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_both_resampling_forms_give_every_observation_models_shapes(digits, arch, downsample):
+    x = digits.fixed("test")[:3]
+    for binary, observation, channels in ((True, "gaussian", 1), (False, "logistic", 30), (False, "gaussian", 1)):
+        model = build_model(vae_cfg(arch=arch, downsample=downsample, observation=observation), digits.shape, binary)
+        assert model.decode(torch.zeros(3, 8)).shape == (3, channels, 28, 28)
+        assert model.log_weights(x, 2).shape == (2, 3)
+        assert model.likelihood.discrete == (binary or observation == "logistic")
+    uses_pooling = any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    assert uses_pooling == (arch == "conv" and downsample == "maxpool")

@@ -64,7 +64,8 @@ def test_a_uniform_discretized_logistic_mixture_scores_eight_bits():
 
 def test_the_gaussian_decoders_number_states_its_offset_and_dequantization():
     cfg = {"name": "vae", "arch": "mlp", "latent_dim": 2, "hidden": [8], "channels": [4], "activation": "relu"}
-    model = build_model(OmegaConf.create({**cfg, "obs_sigma": 0.1}), SHAPE, binary=False)
+    options = {"downsample": "stride", "observation": "gaussian", "mixtures": 1, "obs_sigma": 0.1}
+    model = build_model(OmegaConf.create({**cfg, **options}), SHAPE, binary=False)
     report = describe(evaluate(model, images(False), 10, k=2, chunk=2, seed=0), model, k=2)
     entry = report["nll_iwae"]
     dims = math.prod(SHAPE)

@@ -8,7 +8,8 @@
 
   and IWAE_k -> log p(x) as k grows. The k samples are drawn ``chunk`` at a time, so memory is
   bounded by ``chunk`` decoder passes and not by ``k``.
-- MSE per pixel of a model with no likelihood that reconstructs (an autoencoder).
+- MSE per pixel and PSNR in dB (10 log10(1 / MSE), per image) of a model with no likelihood that
+  reconstructs (an autoencoder).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def estimates(
     model: GenerativeModel, x: torch.Tensor, k: int, chunk: int, y: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
     """Every estimate that applies to ``model``, one tensor [B] each: ``nll_exact``; ``nll_elbo``,
-    ``nll_iwae`` (``k`` importance samples, ``chunk`` at a time) and ``kl``; or ``mse``."""
+    ``nll_iwae`` (``k`` importance samples, ``chunk`` at a time) and ``kl``; or ``mse`` and ``psnr``."""
     out: dict[str, torch.Tensor] = {}
     if isinstance(model, ExactLikelihood):
         out["nll_exact"] = -model.log_prob(x, y)
@@ -47,4 +48,5 @@ def estimates(
         out.update(nll_elbo=kl - log_px_z, nll_iwae=-iwae_log_likelihood(model.log_weights, x, k, chunk), kl=kl)
     if isinstance(model, Reconstructs) and not isinstance(model, Likelihood):
         out["mse"] = (model.reconstruct(x) - x).pow(2).flatten(1).mean(1)
+        out["psnr"] = -10 * torch.log10(out["mse"].clamp_min(1e-10))  # dB, intensities in [0, 1]
     return out

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 
 from genctl.models.base import MODELS, GenerativeModel, Reconstructs
-from genctl.nn.nets import Decoder, Encoder
+from genctl.nn.nets import Architecture, Decoder, Encoder
 
 
 @MODELS.register("ae")
@@ -25,11 +25,13 @@ class Autoencoder(GenerativeModel, Reconstructs):
         hidden: list[int],
         channels: list[int],
         activation: str,
+        downsample: Literal["stride", "maxpool"],
     ) -> None:
         super().__init__(data_shape, binary)
         self.latent_dim = latent_dim
-        self.encoder = Encoder(self.data_shape, arch, channels, hidden, latent_dim, activation)
-        self.decoder = Decoder(self.data_shape, arch, channels, hidden, latent_dim, activation)
+        spec = Architecture(arch, channels, hidden, activation, downsample)
+        self.encoder = Encoder(self.data_shape, spec, latent_dim)
+        self.decoder = Decoder(self.data_shape, spec, latent_dim, self.data_shape[0])
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)

@@ -14,7 +14,7 @@ import torch
 from genctl.models.base import MODELS
 from genctl.models.latent import LatentVariableModel
 from genctl.nn.likelihoods import likelihood_for
-from genctl.nn.nets import Decoder, Encoder
+from genctl.nn.nets import Architecture, Decoder, Encoder
 
 
 @MODELS.register("vae")
@@ -28,13 +28,17 @@ class VAE(LatentVariableModel):
         hidden: list[int],
         channels: list[int],
         activation: str,
+        downsample: Literal["stride", "maxpool"],
+        observation: Literal["logistic", "gaussian"],
+        mixtures: int,
         obs_sigma: float,
     ) -> None:
         super().__init__(data_shape, binary)
         self.latent_dim = latent_dim
-        self.encoder = Encoder(self.data_shape, arch, channels, hidden, 2 * latent_dim, activation)
-        self.decoder = Decoder(self.data_shape, arch, channels, hidden, latent_dim, activation)
-        self.likelihood = likelihood_for(binary, obs_sigma)
+        self.likelihood = likelihood_for(binary, observation, mixtures, obs_sigma)
+        spec = Architecture(arch, channels, hidden, activation, downsample)
+        self.encoder = Encoder(self.data_shape, spec, 2 * latent_dim)
+        self.decoder = Decoder(self.data_shape, spec, latent_dim, self.likelihood.channels(self.data_shape[0]))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(x).chunk(2, dim=-1)

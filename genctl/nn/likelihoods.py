@@ -118,6 +118,16 @@ class DiscretizedLogisticMixture:
         return ((F.softmax(logits, dim=-3) * means).sum(-3).clamp(-1, 1) + 1) / 2
 
 
-def likelihood_for(binary: bool, obs_sigma: float) -> Bernoulli | Gaussian:
-    """Bernoulli for binarized data, Gaussian for continuous intensities."""
-    return Bernoulli() if binary else Gaussian(obs_sigma)
+def likelihood_for(
+    binary: bool, observation: str, mixtures: int, obs_sigma: float
+) -> Bernoulli | DiscretizedLogisticMixture | Gaussian:
+    """Bernoulli for binarized data; for 8-bit data the ``observation`` asked for: ``logistic``
+    (a discretized logistic mixture of ``mixtures`` components: a mass, so bits/dim are proper) or
+    ``gaussian`` (a density with standard deviation ``obs_sigma``)."""
+    if binary:
+        return Bernoulli()
+    if observation == "logistic":
+        return DiscretizedLogisticMixture(mixtures)
+    if observation == "gaussian":
+        return Gaussian(obs_sigma)
+    raise ValueError(f"observation={observation} is not one of: logistic, gaussian")

@@ -1,11 +1,20 @@
-"""Encoder and decoder networks shared by the autoencoder and the VAEs.
+"""Encoder and decoder networks shared by the autoencoder and the VAE.
 
 ``arch="mlp"``: flattened pixels -> dense layers (``hidden``).
-``arch="conv"``: per entry of ``channels`` a 3x3 conv then a stride-2 4x4 conv (halving H and W),
-then dense layers (``hidden``); the decoder mirrors it with transposed convs.
+``arch="conv"``: per entry of ``channels`` a stage that halves H and W, then dense layers
+(``hidden``); the decoder mirrors it. ``downsample`` picks the stages' form:
+
+- ``stride``: a 3x3 convolution, then a stride-2 4x4 convolution; the decoder a stride-2 4x4
+  transposed convolution, then a 3x3 convolution. The resampling is learned (genctl's default).
+- ``maxpool``: a 3x3 convolution, then 2x2 max-pooling; the decoder nearest-neighbour
+  up-sampling, then two 3x3 convolutions (the classic "convolutions with max-pooling" encoder and
+  "up-sampling convolutions" decoder).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -22,43 +31,65 @@ def mlp(sizes: list[int], activation: str, final_activation: bool = False) -> nn
     return nn.Sequential(*layers)
 
 
-def _feature_shape(shape: tuple[int, int, int], arch: str, channels: list[int]) -> tuple[int, int, int]:
-    c, h, w = shape
-    if arch == "mlp":
-        return c, h, w
-    scale = 2 ** len(channels)
-    if h % scale or w % scale:
-        raise ValueError(f"arch=conv with {len(channels)} stages needs H and W divisible by {scale}, got {h}x{w}")
-    return channels[-1], h // scale, w // scale
+@dataclass(frozen=True)
+class Architecture:
+    """The options an encoder and its mirrored decoder share (a model's YAML keys)."""
 
+    arch: Literal["mlp", "conv"]
+    channels: list[int]
+    hidden: list[int]
+    activation: str
+    downsample: Literal["stride", "maxpool"]
 
-def check_arch(arch: str, activation: str, channels: list[int], hidden: list[int]) -> None:
-    if arch not in ("mlp", "conv"):
-        raise ValueError(f"arch={arch} is not one of: mlp, conv")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation={activation} is not one of: {', '.join(ACTIVATIONS)}")
-    if any(size < 1 for size in [*channels, *hidden]):
-        raise ValueError(f"every entry of channels={channels} and hidden={hidden} must be >= 1")
+    def __post_init__(self) -> None:
+        if self.arch not in ("mlp", "conv"):
+            raise ValueError(f"arch={self.arch} is not one of: mlp, conv")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation} is not one of: {', '.join(ACTIVATIONS)}")
+        if self.downsample not in ("stride", "maxpool"):
+            raise ValueError(f"downsample={self.downsample} is not one of: stride, maxpool")
+        if any(size < 1 for size in [*self.channels, *self.hidden]):
+            raise ValueError(f"every entry of channels={self.channels} and hidden={self.hidden} must be >= 1")
+
+    def features(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The feature map between the convolutions and the dense layers (the image for mlp)."""
+        c, h, w = shape
+        if self.arch == "mlp":
+            return c, h, w
+        scale = 2 ** len(self.channels)
+        if h % scale or w % scale:
+            raise ValueError(f"arch=conv with {len(self.channels)} stages needs H and W divisible by {scale}, got {h}x{w}")
+        return self.channels[-1], h // scale, w // scale
+
+    def down(self, c_in: int, c_out: int) -> list[nn.Module]:
+        act = ACTIVATIONS[self.activation]
+        if self.downsample == "stride":
+            return [nn.Conv2d(c_in, c_out, 3, 1, 1), act(), nn.Conv2d(c_out, c_out, 4, 2, 1), act()]
+        return [nn.Conv2d(c_in, c_out, 3, 1, 1), act(), nn.MaxPool2d(2)]
+
+    def up(self, c_in: int, c_out: int) -> list[nn.Module]:
+        act = ACTIVATIONS[self.activation]
+        if self.downsample == "stride":
+            return [nn.ConvTranspose2d(c_in, c_in, 4, 2, 1), act(), nn.Conv2d(c_in, c_out, 3, 1, 1)]
+        return [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(c_in, c_in, 3, 1, 1),
+            act(),
+            nn.Conv2d(c_in, c_out, 3, 1, 1),
+        ]
 
 
 class Encoder(nn.Module):
     """Image [B, C, H, W] -> vector [B, out_dim]."""
 
-    def __init__(
-        self, shape: tuple[int, int, int], arch: str, channels: list[int], hidden: list[int], out_dim: int, activation: str
-    ) -> None:
+    def __init__(self, shape: tuple[int, int, int], spec: Architecture, out_dim: int) -> None:
         super().__init__()
-        check_arch(arch, activation, channels, hidden)
-        act = ACTIVATIONS[activation]
         layers: list[nn.Module] = []
-        if arch == "conv":
-            prev = shape[0]
-            for ch in channels:
-                layers += [nn.Conv2d(prev, ch, 3, 1, 1), act(), nn.Conv2d(ch, ch, 4, 2, 1), act()]
-                prev = ch
-        layers.append(nn.Flatten())
-        feat = _feature_shape(shape, arch, channels)
-        layers.append(mlp([feat[0] * feat[1] * feat[2], *hidden, out_dim], activation))
+        if spec.arch == "conv":
+            for c_in, c_out in zip([shape[0], *spec.channels], spec.channels):
+                layers += spec.down(c_in, c_out)
+        c, h, w = spec.features(shape)
+        layers += [nn.Flatten(), mlp([c * h * w, *spec.hidden, out_dim], spec.activation)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,25 +97,22 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Vector [B, in_dim] -> per-pixel outputs [B, C, H, W] (logits or means)."""
+    """Vector [B, in_dim] -> per-pixel outputs [B, out_channels, H, W] (logits, means, or an
+    observation model's parameters)."""
 
-    def __init__(
-        self, shape: tuple[int, int, int], arch: str, channels: list[int], hidden: list[int], in_dim: int, activation: str
-    ) -> None:
+    def __init__(self, shape: tuple[int, int, int], spec: Architecture, in_dim: int, out_channels: int) -> None:
         super().__init__()
-        check_arch(arch, activation, channels, hidden)
         if in_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {in_dim}")
-        act = ACTIVATIONS[activation]
-        feat = _feature_shape(shape, arch, channels)
-        dense = mlp([in_dim, *reversed(hidden), feat[0] * feat[1] * feat[2]], activation, final_activation=arch == "conv")
-        layers: list[nn.Module] = [dense, nn.Unflatten(1, feat)]
-        if arch == "conv":
-            outs = [*reversed(channels[:-1]), shape[0]]
-            for i, (ch, out) in enumerate(zip(reversed(channels), outs)):
-                layers += [nn.ConvTranspose2d(ch, ch, 4, 2, 1), act(), nn.Conv2d(ch, out, 3, 1, 1)]
-                if i < len(channels) - 1:
-                    layers.append(act())
+        c, h, w = (out_channels, *shape[1:]) if spec.arch == "mlp" else spec.features(shape)
+        dense = mlp([in_dim, *reversed(spec.hidden), c * h * w], spec.activation, final_activation=spec.arch == "conv")
+        layers: list[nn.Module] = [dense, nn.Unflatten(1, (c, h, w))]
+        if spec.arch == "conv":
+            outs = [*reversed(spec.channels[:-1]), out_channels]
+            for i, (c_in, c_out) in enumerate(zip(reversed(spec.channels), outs)):
+                layers += spec.up(c_in, c_out)
+                if i < len(spec.channels) - 1:
+                    layers.append(ACTIVATIONS[spec.activation]())
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
