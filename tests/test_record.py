@@ -159,5 +159,7 @@ def test_genctl_eval_and_the_end_of_training_test_are_both_kept_each_labelled(cl
     }
     assert metrics["test_split"].endswith("checkpoint best.pt")
     assert metrics["test@best.pt_split"].endswith("checkpoint best.pt at step 3")
-    assert "; val split, checkpoint best.pt" in metrics["val@best.pt_split"] and metrics["test@last.pt_split"].endswith("checkpoint last.pt at step 3")
+    assert "; val split, checkpoint best.pt" in metrics["val@best.pt_split"] and metrics["test@last.pt_split"].endswith(
+        "checkpoint last.pt at step 3"
+    )
     assert RunRecord.read(run).best_nll().estimator == "IWAE bound, k=6"  # readers of "test" get the end-of-training test
