@@ -77,7 +77,8 @@ def describe(ex: BaseException) -> str | None:
 
 
 def exit_on_user_error(subcommand: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a Hydra task function: a ``GenctlError`` prints one line and exits (code 2)."""
+    """Decorate a Hydra task function: a ``GenctlError`` prints one line and exits (code 2); so does
+    Ctrl-C (code 130), with what the task says it left (the ``KeyboardInterrupt``'s message)."""
 
     def wrap(task: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(task)
@@ -91,6 +92,11 @@ def exit_on_user_error(subcommand: str) -> Callable[[Callable[..., Any]], Callab
                     raise
                 print(f"genctl {subcommand}: error: {describe(e)}", file=sys.stderr)
                 sys.exit(getattr(e, "exit_code", 2))
+            except KeyboardInterrupt as e:  # not an Exception: a sweep stops at it
+                if full_error():
+                    raise
+                print(f"genctl {subcommand}: error: {e or 'interrupted'}", file=sys.stderr)
+                sys.exit(130)
 
         return run
 

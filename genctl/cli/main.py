@@ -7,12 +7,10 @@ and hands the rest of the command line to that subcommand's own Hydra app.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
-from pathlib import Path
-
-import yaml
 
 from genctl import __version__
 from genctl.config import config_dir, group_choices
@@ -45,10 +43,11 @@ def usage() -> str:
         "  GENCTL_DATA=/data genctl train dataset=mnist trainer.max_time=10  # reads /data/MNIST/raw",
         "  genctl train dataset=cifar10 dataset.root=/path/to/cifar10",
         "  genctl train -m model.latent_dim=2,16 optim=adam,rmsprop      # a sweep of 4 runs",
-        "  genctl train resume=runs/vae/2026-01-01_12-00-00",
-        "  genctl eval ckpt=runs/vae/2026-01-01_12-00-00 eval.k=1000",
-        "  genctl sample ckpt=runs/vae/2026-01-01_12-00-00 n=64 mode=interpolate",
-        "  genctl compare runs/multirun/2026-01-01_12-00-00",
+        "  genctl train resume=runs/vae/2026-01-01_12-00-00-123456-a1b2  # the same model, data split, batch size and seed",
+        "  genctl train hydra.run.dir=runs/mine overwrite=true           # replace the run that folder holds",
+        "  genctl eval ckpt=runs/vae/2026-01-01_12-00-00-123456-a1b2 eval.k=1000",
+        "  genctl sample ckpt=runs/vae/2026-01-01_12-00-00-123456-a1b2 n=64 mode=interpolate",
+        "  genctl compare runs/multirun/2026-01-01_12-00-00-123456-a1b2",
         "",
         "`genctl SUBCOMMAND --help` lists every key; `genctl train --cfg job` prints the composed config.",
         "mnist, fashion_mnist and cifar10 are read from $GENCTL_DATA (default ./data) unless dataset.root=DIR.",
@@ -58,16 +57,19 @@ def usage() -> str:
 
 
 def _resume_args(args: list[str]) -> list[str]:
-    """``resume=RUN``: apply RUN's stored overrides first and keep writing into RUN's folder."""
+    """``resume=RUN``: apply RUN's stored settings first (genctl's own only) and keep writing into RUN's folder."""
+    from genctl.cli.run_folder import replayed_overrides, run_of
+
     value = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
     if not value:
         return args
-    path = Path(value).expanduser()
-    run = path if path.is_dir() else path.parent
-    stored_file = run / ".hydra" / "overrides.yaml"
-    stored = yaml.safe_load(stored_file.read_text()) if stored_file.is_file() else []
+    run = run_of(value)
+    stored, left_out = replayed_overrides(run)
+    if left_out and os.environ.get("RANK", "0") == "0":
+        stored_file = run / ".hydra" / "overrides.yaml"
+        print(f"genctl train: warning: not replayed from {stored_file}: {', '.join(left_out)}", file=sys.stderr)
     keys = {a.split("=", 1)[0].lstrip("+~") for a in args}
-    kept = [o for o in stored if o.split("=", 1)[0].lstrip("+~") not in keys | {"resume"}]
+    kept = [o for o in stored if o.split("=", 1)[0].lstrip("+~") not in keys]
     extra = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={run}"]
     return [*kept, *args, *extra]
 
@@ -100,19 +102,41 @@ def main(argv: list[str] | None = None) -> int:
         from genctl.cli.compare import main as compare
 
         return compare(rest)
-    from genctl.cli.overrides import check_overrides  # imports Hydra: not needed for --help
+    from genctl.cli import run_folder
+    from genctl.cli.errors import full_error
+    from genctl.cli.overrides import compose_command_line  # imports Hydra: not needed for --help
 
     try:
         config_dir()
         if subcommand == "train":
             rest = _resume_args(rest)
-        rest = check_overrides(subcommand, rest)  # Hydra's own composition errors would be several lines
+        composed = compose_command_line(subcommand, rest)  # Hydra's own composition errors would be several lines
+        rest, cfg = composed.args, composed.cfg
+        resumed = None
+        if subcommand == "train" and cfg is not None:
+            if cfg.resume:
+                run_folder.check_continuation(cfg)
+            run_folder.claim_run_folder(cfg, composed.multirun)
+            if cfg.resume and not composed.multirun and os.environ.get("RANK", "0") == "0":
+                resumed = run_folder.run_of(cfg.resume)
         if subcommand == "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
             rest = _rank_args(rest)
+        app = importlib.import_module(f"genctl.cli.{subcommand}")
     except GenctlError as e:
         print(f"genctl {subcommand}: error: {e}", file=sys.stderr)
         return 2
-    app = importlib.import_module(f"genctl.cli.{subcommand}")
+    except KeyboardInterrupt:
+        if full_error():
+            raise
+        print(f"genctl {subcommand}: error: interrupted before it started: nothing was written", file=sys.stderr)
+        return 130
     sys.argv = [f"genctl {subcommand}", *rest]
-    app.main()
+    try:
+        with run_folder.record_kept_on_failure(resumed) if resumed else contextlib.nullcontext():
+            app.main()
+    except KeyboardInterrupt:  # outside the task, which says itself what an interruption left (exit_on_user_error)
+        if full_error():
+            raise
+        print(f"genctl {subcommand}: error: interrupted", file=sys.stderr)
+        return 130
     return 0

@@ -10,16 +10,22 @@ the full trace instead of the line.
 
 A config that sets ``hydra.mode: MULTIRUN`` (``hparams_search=optuna``) gets ``--multirun`` on the
 command line too: Hydra 1.4 refuses a run mode that changes during composition.
+
+The composed config (of the first job) goes back to the dispatcher, which checks run folders
+against it before Hydra writes into one (:mod:`genctl.cli.run_folder`).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
 from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from genctl.cli.errors import describe, full_error
 from genctl.config import config_dir, hydra_version_base
@@ -29,6 +35,25 @@ from genctl.errors import GenctlError
 CHECKED_FLAGS = {"-m": "--multirun", "-r": "--run", "-c": "--cfg", "-p": "--package", "--resolve": "--resolve"}
 CHECKED_FLAGS.update({long: long for long in CHECKED_FLAGS.values()})
 FLAGS_WITH_VALUE = ("--cfg", "--package")
+
+# ``${genctl.unique:}``: a few random hex digits, the same wherever one config reads them (cached,
+# and copied to every job of a sweep with the rest of Hydra's cache, as ``${now:...}`` is).
+UNIQUE = "genctl.unique"
+
+
+def register_resolvers() -> None:
+    """genctl's resolvers, before anything composes a config that names them; registering again is a no-op."""
+    if not OmegaConf.has_resolver(UNIQUE):
+        OmegaConf.register_new_resolver(UNIQUE, lambda: secrets.token_hex(2), use_cache=True)
+
+
+@dataclass(frozen=True)
+class Composed:
+    """The command line to hand to Hydra and, where it runs jobs, the config of the first one."""
+
+    args: list[str]
+    cfg: DictConfig | None = None  # hydra node included; None where nothing runs (--cfg) or Hydra reports the error
+    multirun: bool = False
 
 
 def _split(args: list[str]) -> tuple[set[str], list[str]] | None:
@@ -62,8 +87,8 @@ def _line(override: Override, value: str | None) -> list[str]:
     return [] if value is None else [f"{override.get_key_element()}={value}"]
 
 
-def _check(config_name: str, flags: set[str], overrides: list[str]) -> bool:
-    """Compose the job (and each swept group choice); whether the config itself asks for a multirun."""
+def _check(config_name: str, flags: set[str], overrides: list[str]) -> tuple[DictConfig, bool]:
+    """Compose the job (and each swept group choice): its config, and whether it is a multirun."""
     parsed = OverridesParser.create().parse_overrides(overrides)
     first = [next(_values(o), None) for o in parsed]
     lines = [_line(o, value) for o, value in zip(parsed, first)]
@@ -88,16 +113,18 @@ def _check(config_name: str, flags: set[str], overrides: list[str]) -> bool:
                 for value in _values(o):  # a group's choice decides which keys exist
                     if value != first[i]:
                         compose(config_name, job(i, value), return_hydra_config=True)
-    return multirun and not flags & {"--multirun", "--run", "--cfg"}
+    return cfg, multirun and "--run" not in flags
 
 
-def check_overrides(config_name: str, args: list[str]) -> list[str]:
-    """The command line to hand to Hydra; a one-line ``GenctlError`` where Hydra would refuse to compose it."""
+def compose_command_line(config_name: str, args: list[str]) -> Composed:
+    """The command line composed as Hydra will compose it; a one-line ``GenctlError`` where Hydra would refuse to."""
+    register_resolvers()
     split = _split(args)
     if split is None:
-        return args
+        return Composed(args)
+    flags = split[0]
     try:
-        return ["--multirun", *args] if _check(config_name, *split) else args
+        cfg, multirun = _check(config_name, *split)
     except GenctlError:
         raise
     except Exception as ex:  # noqa: BLE001 - what describe() cannot phrase, Hydra reports when it composes
@@ -105,5 +132,13 @@ def check_overrides(config_name: str, args: list[str]) -> list[str]:
             raise
         message = describe(ex)
         if message is None:
-            return args
+            return Composed(args)
         raise GenctlError(message) from ex
+    if multirun and not flags & {"--multirun", "--cfg"}:
+        args = ["--multirun", *args]
+    return Composed(args, None if "--cfg" in flags else cfg, multirun)
+
+
+def check_overrides(config_name: str, args: list[str]) -> list[str]:
+    """The command line to hand to Hydra; a one-line ``GenctlError`` where Hydra would refuse to compose it."""
+    return compose_command_line(config_name, args).args

@@ -170,8 +170,27 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
 
 
 def train(cfg: DictConfig, run_dir: Path) -> Progress:
-    """Train ``cfg.model`` on ``cfg.dataset``; write checkpoints, logs, samples and metrics.json."""
+    """Train ``cfg.model`` on ``cfg.dataset``; write checkpoints, logs, samples and metrics.json.
+
+    Ctrl-C during training stops the loop cleanly (it saves last.pt); outside the loop, while the
+    run starts or after it trained (the final test), it is a ``KeyboardInterrupt`` saying what the
+    run folder holds."""
+    trainer, start = None, 0
     try:
-        return build_trainer(cfg, run_dir).fit()
+        trainer = build_trainer(cfg, run_dir)
+        start = trainer.progress.step
+        return trainer.fit()
+    except KeyboardInterrupt:
+        if trainer is not None and trainer.progress.step > start:
+            raise KeyboardInterrupt(
+                f"interrupted after training, before its report was written: the checkpoints in {run_dir} are complete; "
+                f"test best.pt with: genctl eval ckpt={run_dir}"
+            ) from None
+        if cfg.resume:
+            raise KeyboardInterrupt(
+                f"interrupted during start-up, before the first step: {cfg.resume} is as it was; "
+                f"continue with: genctl train resume={cfg.resume}"
+            ) from None
+        raise KeyboardInterrupt(f"interrupted during start-up, before the first step: nothing was trained in {run_dir}") from None
     finally:
         distributed.finish()

@@ -1,0 +1,140 @@
+"""``genctl train resume=RUN``: what it replays from a run folder, what it refuses, and what a
+refused, failed or interrupted resume leaves (the run exactly as it was); Ctrl-C outside the
+training loop, which stops cleanly by itself, is one line saying what the run folder holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import genctl.cli.overrides
+import genctl.train.build
+import genctl.train.report
+from genctl.cli.run_folder import replayed_overrides
+from genctl.runs.checkpoint import load_checkpoint
+from tests.conftest import TINY
+from tests.test_errors import one_line_error
+
+SHORT = [*TINY, "trainer.max_steps=2", "trainer.test_at_end=false"]
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder``, by relative path: to compare a run before and after."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def interrupted_line(code: int, err: str) -> str:
+    """The one line of an interruption (after the progress bar, where training had begun)."""
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "it/s]" not in line]
+    assert code == 130, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def run(cli, tmp_path) -> Path:
+    """A two-step run of the tiny VAE, resumable."""
+    folder = tmp_path / "run"
+    code, _, err = cli("train", *SHORT, f"hydra.run.dir={folder}")
+    assert code == 0, err
+    return folder
+
+
+def stored(run: Path, *extra: str) -> None:
+    overrides = run / ".hydra" / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump([*yaml.safe_load(overrides.read_text()), *extra]))
+
+
+def test_only_genctls_own_settings_are_replayed(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    lines = ["model=ae", "debug=tiny", "trainer.max_steps=2", "hydra.job.chdir=true", "hydra/launcher=local"]
+    lines += ["model@foo=vae", "+extra=1", "resume=elsewhere", "overwrite=true", "paths.data_dir=/data"]
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(lines))
+    kept, left_out = replayed_overrides(tmp_path)
+    assert kept == ["model=ae", "debug=tiny", "trainer.max_steps=2", "paths.data_dir=/data"]
+    assert left_out == ["hydra.job.chdir=true", "hydra/launcher=local", "model@foo=vae", "+extra=1"]
+
+
+@pytest.mark.parametrize("key", ["+hydra.callbacks.planted", "+model.planted"])
+def test_a_stored_target_is_refused_and_nothing_is_instantiated(cli, run, tmp_path, key):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    stored(run, f"{key}._target_=builtins.open", f"{key}.file={victim}", f"{key}.mode=w")
+    before = files(run)
+    code, _, err = cli("train", f"resume={run}")
+    line = one_line_error(code, err)
+    assert "_target_" in line and "is refused" in line and str(run / ".hydra" / "overrides.yaml") in line
+    assert victim.read_text() == "keep me"
+    assert files(run) == before
+
+
+def test_hydra_settings_in_a_stored_run_are_left_out_with_a_warning(cli, run):
+    stored(run, "hydra.job.chdir=true")
+    code, _, err = cli("train", f"resume={run}", "trainer.max_steps=3")
+    assert code == 0, err
+    assert "warning: not replayed from" in err and "hydra.job.chdir=true" in err
+    assert load_checkpoint(run / "last.pt")["progress"]["step"] == 3
+
+
+def test_a_resume_that_cannot_continue_the_run_is_refused_leaving_it_byte_identical(cli, run):
+    before = files(run)
+    for args, expected in (
+        (["model=ae"], "model.name=ae cannot continue"),
+        (["dataset.val_size=100"], "dataset.val_size=100 cannot continue"),
+        (["trainer.batch_size=64"], "trainer.batch_size=64 cannot continue"),
+    ):
+        code, _, err = cli("train", f"resume={run}", *args)
+        line = one_line_error(code, err)
+        assert expected in line and "(trained with " in line, line
+        assert files(run) == before, args
+    code, _, err = cli("train", f"resume={run}", "trainer.max_steps=3")
+    assert code == 0, err
+    assert load_checkpoint(run / "last.pt")["progress"]["step"] == 3
+
+
+def test_a_resume_that_fails_before_training_leaves_the_record_as_it_was(cli, run):
+    before = files(run)
+    code, _, err = cli("train", f"resume={run}", "trainer.val_batch_size=0")  # refused while the trainer is built
+    assert "val_batch_size must be >= 1" in one_line_error(code, err)
+    assert files(run) == before
+    code, _, err = cli("train", f"resume={run}", "trainer.max_steps=3")
+    assert code == 0, err
+
+
+def test_a_missing_checkpoint_is_refused_before_anything_is_written(cli, tmp_path):
+    code, _, err = cli("train", f"resume={tmp_path / 'nowhere'}")
+    assert "no checkpoint" in one_line_error(code, err) or "does not exist" in err
+    assert not (tmp_path / "nowhere").exists()
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_start_up_is_one_line(cli, monkeypatch, run, tmp_path):
+    with monkeypatch.context() as patched:
+        patched.setattr(genctl.cli.overrides, "compose_command_line", interrupt)
+        code, _, err = cli("train", *SHORT, f"hydra.run.dir={tmp_path / 'fresh'}")
+        assert interrupted_line(code, err) == "genctl train: error: interrupted before it started: nothing was written"
+        assert not (tmp_path / "fresh").exists()
+    monkeypatch.setattr(genctl.train.build, "load_dataset", interrupt)
+    code, _, err = cli("train", *SHORT, f"hydra.run.dir={tmp_path / 'fresh'}")
+    line = interrupted_line(code, err)
+    assert "interrupted during start-up" in line and "nothing was trained" in line
+    assert not (tmp_path / "fresh" / "last.pt").exists()
+    before = files(run)
+    code, _, err = cli("train", f"resume={run}", "trainer.max_steps=3")
+    line = interrupted_line(code, err)
+    assert f"continue with: genctl train resume={run}" in line
+    assert files(run) == before
+
+
+def test_ctrl_c_during_the_final_test_is_one_line_and_the_checkpoints_are_complete(cli, monkeypatch, tmp_path):
+    monkeypatch.setattr(genctl.train.report, "evaluate", interrupt)
+    folder = tmp_path / "run"
+    code, _, err = cli("train", *TINY, "trainer.max_steps=2", f"hydra.run.dir={folder}")
+    line = interrupted_line(code, err)
+    assert "after training" in line and f"genctl eval ckpt={folder}" in line
+    assert load_checkpoint(folder / "best.pt") and load_checkpoint(folder / "last.pt")["progress"]["step"] == 2

@@ -1,0 +1,106 @@
+"""Run folders: one of its own for every run, and an existing run never trained over without a word."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import hydra.core.utils
+import pytest
+from hydra import compose, initialize_config_dir
+
+from genctl.cli.overrides import register_resolvers
+from genctl.cli.run_folder import claim_run_folder
+from genctl.config import config_dir, hydra_version_base
+from genctl.errors import GenctlError
+from tests.conftest import TINY
+from tests.test_errors import one_line_error
+from tests.test_resume import SHORT, files
+
+
+class FrozenClock(dt.datetime):
+    """``${now:...}`` as Hydra reads it, stopped at one instant."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return cls(2026, 1, 1, 12, 0, 0, 123456)
+
+
+def test_runs_started_at_the_same_instant_get_folders_of_their_own(cli, monkeypatch, tmp_path):
+    monkeypatch.setattr(hydra.core.utils, "datetime", FrozenClock)
+    for _ in range(2):
+        code, _, err = cli("train", *SHORT)
+        assert code == 0, err
+    runs = sorted((tmp_path / "runs" / "vae").iterdir())
+    assert len(runs) == 2, runs
+    assert all(r.name.startswith("2026-01-01_12-00-00-123456-") and (r / "last.pt").is_file() for r in runs)
+
+
+def test_training_into_an_existing_run_is_refused_unless_overwrite(cli, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = cli("train", *SHORT, f"hydra.run.dir={run}")
+    assert code == 0, err
+    before = files(run)
+    code, _, err = cli("train", *SHORT, f"hydra.run.dir={run}")
+    line = one_line_error(code, err)
+    assert f"{run} already holds a run" in line and f"resume={run}" in line and "overwrite=true" in line
+    assert files(run) == before
+    again = [*TINY, "trainer.max_steps=1", "trainer.test_at_end=false", "overwrite=true"]
+    code, _, err = cli("train", *again, f"hydra.run.dir={run}")
+    assert code == 0, err
+    assert "removed the earlier run's files" in err
+    assert len((run / "history.jsonl").read_text().splitlines()) == 1  # this run's validation only
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 1
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
+
+
+def test_a_sweep_into_a_sweep_folder_that_holds_runs_is_refused(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    code, _, err = cli("train", "-m", *SHORT, "model.latent_dim=2", f"hydra.sweep.dir={sweep}")
+    assert code == 0, err
+    before = files(sweep)
+    code, _, err = cli("train", "-m", *SHORT, "model.latent_dim=2", f"hydra.sweep.dir={sweep}")
+    line = one_line_error(code, err)
+    assert f"{sweep} already holds 1 runs" in line and "overwrite=true" in line
+    assert files(sweep) == before
+
+
+def _composed(*overrides: str):
+    register_resolvers()
+    with initialize_config_dir(str(config_dir()), job_name="train", **hydra_version_base()):
+        return compose("train", list(overrides), return_hydra_config=True)
+
+
+def test_a_folder_with_only_a_config_and_a_log_has_no_run_to_lose(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("{}")
+    (tmp_path / "train.log").write_text("killed before its first validation")
+    claim_run_folder(_composed(f"hydra.run.dir={tmp_path}"), multirun=False)
+
+
+@pytest.mark.parametrize("restarts", ["TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT"])
+def test_a_restarted_job_trains_in_the_folder_its_first_attempt_was_let_into(monkeypatch, tmp_path, restarts):
+    (tmp_path / "last.pt").write_bytes(b"")
+    cfg = _composed(f"hydra.run.dir={tmp_path}")
+    with pytest.raises(GenctlError, match="already holds a run"):
+        claim_run_folder(cfg, multirun=False)
+    monkeypatch.setenv(restarts, "1")
+    claim_run_folder(cfg, multirun=False)
+
+
+def test_resume_may_write_into_its_own_folder_only(tmp_path):
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "last.pt").write_bytes(b"")
+    claim_run_folder(_composed(f"resume={tmp_path / 'a' / 'last.pt'}", f"hydra.run.dir={tmp_path / 'a'}"), multirun=False)
+    with pytest.raises(GenctlError, match=f"{tmp_path / 'b'} already holds a run"):
+        claim_run_folder(_composed(f"resume={tmp_path / 'a'}", f"hydra.run.dir={tmp_path / 'b'}"), multirun=False)
+
+
+def test_registering_the_resolvers_again_is_harmless():
+    register_resolvers()
+    register_resolvers()
+    first, second = _composed(), _composed()
+    assert Path(first.hydra.run.dir).name != Path(second.hydra.run.dir).name
+    assert first.hydra.run.dir == first.hydra.run.dir  # cached: the same wherever one config reads it
