@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun (genctl/train/distributed.py): two CPU processes (gloo)
-take the same steps as one process with the same global batch, and only rank 0 writes."""
+take the same steps as one process with the same global batch, only rank 0 writes, and a launch
+whose worker is killed restarts by itself and continues to the parameters an uninterrupted one ends with."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -23,10 +25,19 @@ COMMON = [
 ]
 
 
-def genctl_train(args: list[str], cwd, processes: int = 1) -> subprocess.CompletedProcess:
+FAULT = Path(__file__).with_name("elastic_fault.py")
+
+
+def genctl_train(
+    args: list[str], cwd: Path, processes: int = 1, restarts: int = 0, kill: str | None = None
+) -> subprocess.CompletedProcess:
+    """``genctl train`` in one process, or under torchrun; ``kill="RANK:STEP"``: that rank SIGKILLs
+    itself before that step in torchrun's first attempt (tests/elastic_fault.py)."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    command = [*(launcher if processes > 1 else [sys.executable]), "-m", "genctl", "train", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher += [f"--max-restarts={restarts}"]
+    program = [str(FAULT)] if kill else ["-m", "genctl"]
+    command = [*(launcher if processes > 1 else [sys.executable]), *program, "train", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"GENCTL_KILL": kill} if kill else {})}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -53,3 +64,21 @@ def test_global_batch_must_split_evenly(tmp_path):
     out = genctl_train([*COMMON, "trainer.batch_size=63", f"hydra.run.dir={tmp_path / 'odd'}"], tmp_path, processes=2)
     assert out.returncode != 0
     assert "trainer.batch_size=63 is the global batch: make it divisible by 2 processes" in out.stderr
+
+
+def test_a_killed_worker_restarts_and_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path):
+    args = [*(a for a in COMMON if not a.startswith("trainer.max_steps")), "trainer.epochs=2"]  # 29 steps an epoch
+    straight = genctl_train([*args, f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path, processes=2)
+    assert straight.returncode == 0, straight.stderr
+    # rank 1 dies in the second epoch; the first epoch's last.pt is on disk, and torchrun restarts both
+    killed = genctl_train(args, tmp_path, processes=2, restarts=1, kill="1:40")
+    assert killed.returncode == 0, killed.stderr
+    assert "genctl train: error: process 0 of 2 lost the others" in killed.stderr  # the survivor says so in one line
+    assert "Traceback" not in killed.stderr
+    (run,) = (tmp_path / "runs" / "made").iterdir()  # the restart found its first attempt's folder
+    assert f"resumed from {run / 'last.pt'} at epoch 1, step 29" in (run / "train.log").read_text()
+    expected, restarted = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(run / "last.pt")
+    assert restarted["progress"]["step"] == expected["progress"]["step"] == 58
+    assert expected["model"].keys() == restarted["model"].keys()
+    for name, value in expected["model"].items():
+        assert torch.equal(restarted["model"][name], value), name

@@ -75,12 +75,15 @@ def _resume_args(args: list[str]) -> list[str]:
 
 
 def _rank_args(args: list[str]) -> list[str]:
-    """Under torchrun every rank runs this: one run folder for all (rank 0's clock), written by rank 0 only."""
+    """Under torchrun every rank runs this: one run folder for all, named by rank 0 and written by it
+    alone. Attempts that torchrun restarts (``--max-restarts``) get the first attempt's folder, where
+    training continues from last.pt (``genctl.train.distributed.restart_checkpoint``)."""
     from genctl.train import distributed  # imports torch: only for multi-process runs
 
     distributed.init()
     if not any(a.startswith("hydra.run.dir=") for a in args):
-        args = [*args, f"hydra.run.dir=runs/${{model.name}}/{distributed.shared_stamp()}"]
+        folder = distributed.launch_run_dir(f"runs/${{model.name}}/{distributed.new_run_name()}")
+        args = [*args, f"hydra.run.dir={folder}"]
     if distributed.rank() > 0:
         args = [*args, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
     return args

@@ -153,8 +153,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
         hooks = [ProgressBar(), History(run_dir / "history.jsonl"), EpochLog(), report, TensorBoard(run_dir / "tb", grids)]
     meta = {"config": OmegaConf.to_container(cfg, resolve=True), "data_shape": list(data.shape), "binary": data.binary}
     trainer = Trainer(model, loss_fn, step, batches, lr, val, schedule, run_dir, meta, hooks if rank == 0 else [])
-    if cfg.resume:
-        trainer.resume(resolve_checkpoint(cfg.resume, prefer="last.pt"))
+    resume = cfg.resume or distributed.restart_checkpoint(run_dir)
+    if resume:
+        trainer.resume(resolve_checkpoint(resume, prefer="last.pt"))
     log.info(
         "model %s (%s parameters) on %s: %d train / %d val / %d test images %s, binarize=%s",
         cfg.model.name,
@@ -177,9 +178,10 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     run folder holds."""
     trainer, start = None, 0
     try:
-        trainer = build_trainer(cfg, run_dir)
-        start = trainer.progress.step
-        return trainer.fit()
+        with distributed.lost_peers_in_one_line():
+            trainer = build_trainer(cfg, run_dir)
+            start = trainer.progress.step
+            return trainer.fit()
     except KeyboardInterrupt:
         if trainer is not None and trainer.progress.step > start:
             raise KeyboardInterrupt(

@@ -8,16 +8,37 @@ seeded stream and keeps every world-th image of it (what ``DistributedSampler`` 
 shuffled index list), so N processes take the very steps one process takes with the same batch,
 and a checkpoint resumes with any number of processes. Only rank 0 writes logs, checkpoints and
 samples; the others keep their own random streams (posterior noise differs across ranks).
+
+Restarts: ``torchrun --max-restarts=N`` starts every process again when one fails (a process that
+loses its peers says so in one line). The processes of each attempt meet under their own key
+prefix in torchrun's key-value store, rank 0 of the first attempt records the run folder there,
+and a restarted attempt continues that folder from its ``last.pt`` (:func:`restart_checkpoint`),
+as does a sweep job that SLURM requeues (``hydra/launcher=slurm``: submitit runs the job again).
+On several nodes torchrun's restart counts can differ between nodes: launch with
+``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (a fresh store per attempt) and ``hydra.run.dir``.
 """
 
 from __future__ import annotations
 
 import os
-import time
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from genctl.errors import GenctlError
+
+# Every process of one attempt is started at the same moment and does the same work before it
+# meets the others (imports, composing the config): this bounds a meeting that cannot happen.
+MEET_TIMEOUT = timedelta(minutes=2)
+
+# torchrun's store for the whole launch, kept across restarts (None where each attempt has its own).
+_launch_store: dist.Store | None = None
 
 
 def world_size() -> int:
@@ -28,21 +49,75 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def restart_count() -> int:
+    """How often this process's job was started again: torchrun's restarts of the workers, or SLURM's
+    requeues of the job (after preemption or a time limit, as submitit requeues it)."""
+    return max(int(os.environ.get(name) or 0) for name in ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT"))
+
+
+def _first_line(e: BaseException) -> str:
+    """The first sentence of torch's or gloo's message, without the C++ source location it starts with."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.split(". ", 1)[0]
+
+
 def init() -> None:
-    """Join the process group torchrun describes in the environment (no-op for one process)."""
-    if world_size() > 1 and not dist.is_initialized():
-        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+    """Join the process group torchrun describes in the environment (no-op for one process).
+
+    torchrun's agent keeps one key-value store for the whole launch and hands it to every restart
+    of the workers (``TORCHELASTIC_USE_AGENT_STORE``) without a namespace per restart, so restarted
+    processes would read the addresses their dead predecessors published and fail to connect, or
+    wait on them (pytorch/pytorch#135712, #167288). Each attempt therefore meets under its own
+    prefix, and first in the store, which bounds the wait with :data:`MEET_TIMEOUT`.
+    """
+    global _launch_store
+    if world_size() == 1 or dist.is_initialized():
+        return
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
+    try:
+        store, rank_, world = next(dist.rendezvous("env://", timeout=MEET_TIMEOUT))
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            _launch_store, store = store, dist.PrefixStore(f"genctl/attempt_{attempt}", store)
+        store.set(f"arrived/{rank_}", "1")
+        store.wait([f"arrived/{r}" for r in range(world)], MEET_TIMEOUT)
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, store=store, rank=rank_, world_size=world)
+    except (RuntimeError, ValueError) as e:  # torch's DistError types are RuntimeErrors
+        raise GenctlError(
+            f"process {rank()} of {world_size()} (attempt {attempt + 1}) did not meet the others within "
+            f"{MEET_TIMEOUT.seconds}s: {_first_line(e)}; on several nodes, a restarted launch needs "
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in torchrun's environment"
+        ) from e
 
 
 def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def shared_stamp() -> str:
-    """Rank 0's clock as a run-folder name, the same on every rank (``${now:...}`` would not be)."""
-    stamp = [time.strftime("%Y-%m-%d_%H-%M-%S")]
-    dist.broadcast_object_list(stamp, src=0)
-    return stamp[0]
+def launch_run_dir(new: str) -> str:
+    """The run folder of this torchrun launch, the same on every rank: rank 0's ``new`` in the first
+    attempt, and the first attempt's folder in the attempts torchrun restarts (its store remembers)."""
+    if rank() == 0 and _launch_store is not None:
+        new = _launch_store.compare_set("genctl/run_dir", "", new).decode()
+    box = [new]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def new_run_name() -> str:
+    """A new run folder's name as ``hydra.run.dir`` makes one (time to the microsecond, a random
+    suffix), from this process's clock."""
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S-%f}-{secrets.token_hex(2)}"
+
+
+def restart_checkpoint(run_dir: Path) -> Path | None:
+    """``run_dir``'s last.pt where this is a restart nobody told where to resume (torchrun restarted
+    the processes, SLURM requeued the job): the folder is the one the attempt before trained in.
+    Every rank calls this, and all get the same answer (restart counts can differ across nodes)."""
+    last = run_dir / "last.pt"
+    return last if max_code(restart_count()) > 0 and last.is_file() else None
 
 
 def max_code(code: int) -> int:
@@ -70,6 +145,23 @@ def gather(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+@contextmanager
+def lost_peers_in_one_line() -> Iterator[None]:
+    """A collective that fails because another process died or stalled, as one line (that process's
+    own error is in torchrun's log): a dead peer closes its connections, so the others' next
+    collective fails at once; torchrun then stops them all, and with ``--max-restarts`` starts
+    them again to continue from the run's last.pt."""
+    try:
+        yield
+    except RuntimeError as e:  # torch's DistError types are RuntimeErrors; gloo raises plain ones naming its transport
+        if not active() or not (isinstance(e, dist.DistError) or "/gloo/" in str(e)):
+            raise
+        raise GenctlError(
+            f"process {rank()} of {world_size()} lost the others ({_first_line(e)}): another process stopped first "
+            "(torchrun's log says which); under torchrun --max-restarts=N all restart and continue from the run's last.pt"
+        ) from e
 
 
 def finish() -> None:
