@@ -14,24 +14,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from genctl.models.base import ExactLikelihood, GenerativeModel, LatentLikelihood, Likelihood, Reconstructs
 from genctl.nn.functional import log_mean_exp
 
-LogWeights = Callable[[torch.Tensor, int], torch.Tensor]
 
-
-def iwae_log_likelihood(log_weights: LogWeights, x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
-    """IWAE_k lower bound on log p(x) per image [B].
-
-    ``log_weights(x, m)`` returns [m, B] values of log p(x, z) - log q(z | x), z ~ q(z | x).
-    """
+def iwae_log_likelihood(model: LatentLikelihood, x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """IWAE_k lower bound on log p(x) per image [B], from ``model.log_weights`` ([m, B] values of
+    log p(x, z) - log q(z | x), z ~ q(z | x)) drawn ``chunk`` at a time, the encoder run once."""
     if k < 1 or chunk < 1:
         raise ValueError(f"k and chunk must be >= 1, got k={k}, chunk={chunk}")
-    return log_mean_exp(torch.cat([log_weights(x, min(chunk, k - start)) for start in range(0, k, chunk)]), dim=0)
+    encoding = model.encoding(x)
+    chunks = [model.log_weights(x, min(chunk, k - start), encoding) for start in range(0, k, chunk)]
+    return log_mean_exp(torch.cat(chunks), dim=0)
 
 
 def estimates(
@@ -45,7 +41,7 @@ def estimates(
     if isinstance(model, LatentLikelihood):
         log_px_z, kl = model.elbo_terms(x)
         kl = kl.sum(1)
-        out.update(nll_elbo=kl - log_px_z, nll_iwae=-iwae_log_likelihood(model.log_weights, x, k, chunk), kl=kl)
+        out.update(nll_elbo=kl - log_px_z, nll_iwae=-iwae_log_likelihood(model, x, k, chunk), kl=kl)
     if isinstance(model, Reconstructs) and not isinstance(model, Likelihood):
         out["mse"] = (model.reconstruct(x) - x).pow(2).flatten(1).mean(1)
         out["psnr"] = -10 * torch.log10(out["mse"].clamp_min(1e-10))  # dB, intensities in [0, 1]

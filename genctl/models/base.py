@@ -75,8 +75,14 @@ class LatentLikelihood(Likelihood):
         [B, groups]) in nats: the ELBO is their difference, summed over groups."""
 
     @abstractmethod
-    def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """[k, B] of log p(x, z_i) - log q(z_i | x) for k draws z_i ~ q(z | x)."""
+    def log_weights(self, x: torch.Tensor, k: int, encoding: Any = None) -> torch.Tensor:
+        """[k, B] of log p(x, z_i) - log q(z_i | x) for k draws z_i ~ q(z | x). ``encoding`` is
+        :meth:`encoding` of ``x`` when the caller draws several chunks of samples for one batch
+        (the estimators do), so the encoder runs once; None: compute it."""
+
+    def encoding(self, x: torch.Tensor) -> Any:
+        """What the posterior's encoder computes from ``x`` alone, for :meth:`log_weights`."""
+        return None
 
     def group_sizes(self) -> torch.Tensor:
         """Latent units of each group of :meth:`elbo_terms`' KL (what KL balancing weighs by)."""

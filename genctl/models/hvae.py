@@ -168,9 +168,13 @@ class HVAE(LatentVariableModel):
         kl = torch.stack([gaussian_kl(q, p) for _, p, q in record], dim=1)
         return self.likelihood.log_prob(x, out), kl
 
-    def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
+    def encoding(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.bottom_up(x)
+
+    def log_weights(self, x: torch.Tensor, k: int, encoding: list[torch.Tensor] | None = None) -> torch.Tensor:
+        features = self.bottom_up(x) if encoding is None else encoding
         xs = x.repeat(k, 1, 1, 1)  # sample-major: row i * B + b is image b's i-th sample
-        out, record = self.top_down(len(xs), self.bottom_up(xs))
+        out, record = self.top_down(len(xs), [f.repeat(k, 1, 1, 1) for f in features])
         log_w = self.likelihood.log_prob(xs, out)
         for z, p, q in record:
             log_w = log_w + gaussian_log_density(z, p) - gaussian_log_density(z, q)

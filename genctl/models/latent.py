@@ -31,8 +31,11 @@ class LatentVariableModel(GenerativeModel, LatentLikelihood, Sampler, Reconstruc
         log_px_z = self.likelihood.log_prob(x, self.decode(reparametrize(mu, logvar)))
         return log_px_z, kl_normal(mu, logvar, 0.0, 0.0).sum(-1, keepdim=True)
 
-    def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        mu, logvar = self.encode(x)
+    def encoding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode(x)
+
+    def log_weights(self, x: torch.Tensor, k: int, encoding: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        mu, logvar = self.encode(x) if encoding is None else encoding
         mu, logvar = mu.expand(k, *mu.shape), logvar.expand(k, *logvar.shape)
         z = reparametrize(mu, logvar)  # [k, B, latent_dim]
         log_px_z = self.likelihood.log_prob(x, self.decode(z.flatten(0, 1)).unflatten(0, (k, x.shape[0])))
