@@ -1,7 +1,7 @@
 """Crash safety: SIGKILL a training process at random moments, again and again, and
 check every time that the checkpoint left on disk loads and that training resumes from it.
 
-Each round starts `genctl train` (fresh until a last.pt exists, then with resume=RUN), waits a
+Each round starts `genctl train` (afresh with overwrite=true until a last.pt exists, then with resume=RUN), waits a
 random time once the job has started (Hydra has written this round's RUN/.hydra/config.yaml, so
 Python's imports are behind it and building the data and model is ahead), kills it with SIGKILL
 (no handler runs, a checkpoint write may be cut in half), then loads RUN/last.pt with genctl's
@@ -56,6 +56,12 @@ def step_of(run: Path) -> int | None:
     return int(load_checkpoint(path)["progress"]["step"])
 
 
+def where(run: Path) -> list[str]:
+    """Continue the run from its last.pt; before the first one, start over in its folder (a kill
+    during start-up leaves Hydra's files there, and genctl refuses a folder holding a run unless told)."""
+    return [f"resume={run}"] if (run / "last.pt").exists() else [f"hydra.run.dir={run}", "overwrite=true"]
+
+
 def wait_for_start(proc: subprocess.Popen, run: Path, since: float) -> bool:
     """Until Hydra writes the job's config into the run folder (each round, resumed ones too) or
     the process ends (False): a file's time, not the wording of a log line."""
@@ -83,7 +89,7 @@ def kill_processes(a: argparse.Namespace, rng: random.Random, run: Path, train: 
     print("| kill | after (s) | last.pt step | loads | step never went back |")
     print("|---|---|---|---|---|")
     for kill in range(1, a.kills + 1):
-        args = train + ([f"resume={run}"] if (run / "last.pt").exists() else [f"hydra.run.dir={run}"])
+        args = [*train, *where(run)]
         launched = time.time()
         proc = subprocess.Popen(
             [sys.executable, "-m", "genctl", "train", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -113,7 +119,7 @@ def kill_processes(a: argparse.Namespace, rng: random.Random, run: Path, train: 
         )
         print(f"| {kill} | {wait:.2f} | {step} | {loads} | {monotonic} |", flush=True)
     final = subprocess.run(
-        [sys.executable, "-m", "genctl", "train", *train, f"resume={run}"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "genctl", "train", *train, *where(run)], cwd=REPO, capture_output=True, text=True
     )
     record = RunRecord.read(run) if final.returncode == 0 else None
     summary = {
