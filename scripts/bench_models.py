@@ -76,7 +76,9 @@ def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[st
     if budget is not None:
         args.append(f"trainer.max_time={budget:g}")
     if not (reuse and (run / FILENAME).exists()):
-        subprocess.run([sys.executable, "-m", "genctl", "train", *args, f"hydra.run.dir={run}"], check=True, cwd=REPO)
+        subprocess.run(
+            [sys.executable, "-m", "genctl", "train", *args, f"hydra.run.dir={run}", "overwrite=true"], check=True, cwd=REPO
+        )
     record = RunRecord.read(run)
     nll = record.best_nll()
     if nll is None:

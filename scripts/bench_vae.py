@@ -77,7 +77,7 @@ def reference(data_root: str, k: int, seed: int = 0) -> dict:
 
 def genctl_run(row: str, args: list[str], out: Path, k: int) -> dict:
     run = out / row
-    cmd = [sys.executable, "-m", "genctl", "train", *args, f"eval.k={k}", f"hydra.run.dir={run}"]
+    cmd = [sys.executable, "-m", "genctl", "train", *args, f"eval.k={k}", f"hydra.run.dir={run}", "overwrite=true"]
     start = time.time()
     subprocess.run(cmd, check=True, cwd=REPO)
     wall = time.time() - start

@@ -30,8 +30,8 @@ def main(cfg: DictConfig) -> float:
     try:
         progress = train(cfg, run_dir)
     except Exception as e:
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            raise  # a single run: one line and exit code 2 for a user error, the traceback for a bug
+        if hydra_cfg.mode != RunMode.MULTIRUN or getattr(e, "exit_code", 2) == 130:
+            raise  # a single run: one line and exit code 2 for a user error, the traceback for a bug; Ctrl-C ends a sweep
         return job_failed(run_dir, e)
     log.info(
         "done: checkpoints, samples, TensorBoard logs (tensorboard --logdir %s) and metrics.json in %s", run_dir / "tb", run_dir
