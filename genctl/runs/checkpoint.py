@@ -121,11 +121,14 @@ def _malformed(state: Any) -> str | None:
     return None
 
 
-def load_weights(model: GenerativeModel, state: dict[str, Any], path: Path) -> None:
-    """Load a checkpoint's weights into ``model``; a mismatch names the stored model."""
+def load_weights(model: GenerativeModel, state: dict[str, Any], path: Path, averaged: bool = False) -> None:
+    """Load a checkpoint's weights into ``model``; a mismatch names the stored model. ``averaged``:
+    the moving average of the weights where the run kept one (``trainer.ema``), what evaluation
+    and sampling use; else the trained weights, what a resumed run continues from."""
     stored = state["config"].get("model", {}).get("name")
+    ema = state.get("ema") if averaged else None
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(ema["weights"] if isinstance(ema, dict) else state["model"])
     except (RuntimeError, KeyError) as e:
         raise GenctlError(
             f"checkpoint {path} holds a different model (model={stored}) than the one configured; "
@@ -141,7 +144,7 @@ def restore_model(state: dict[str, Any], path: Path) -> GenerativeModel:
     """
     config = OmegaConf.create(state["config"])
     model = build_model(config.model, tuple(state["data_shape"]), bool(state["binary"]))
-    load_weights(model, state, path)
+    load_weights(model, state, path, averaged=True)
     return model
 
 

@@ -23,6 +23,7 @@ from genctl.models.base import is_conditional
 from genctl.runs.checkpoint import resolve_checkpoint
 from genctl.runtime import resolve_device, seed_everything
 from genctl.train import distributed
+from genctl.train.ema import EMA
 from genctl.train.hooks import EpochLog, History, Hook, ImageGrids, ProgressBar, TensorBoard
 from genctl.train.loop import Schedule, Trainer
 from genctl.train.optim import build_optimizer, build_schedule
@@ -60,6 +61,7 @@ class TrainerOptions:
     precision: Literal[32, "bf16", "fp16"]
     skip_nonfinite: bool
     compile: bool
+    ema: float
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every", "val_every", "ckpt_every", "sample_every", "val_batch_size"):
@@ -97,6 +99,7 @@ def build_step(
         autocast={"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision),
         device_type=device.type,
         skip_nonfinite=opts.skip_nonfinite,
+        ema=EMA(model, opts.ema) if opts.ema else None,  # after DistributedDataParallel broadcast rank 0's weights
     )
 
 
@@ -135,7 +138,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
         labels=labels["train"],
         shard=(rank, world),
     )
-    val = Validation(data.fixed("val").to(device), labels["val"], opts.val_batch_size, opts.seed)
+    scored = model if step.ema is None else step.ema.model  # what validation, image grids and the test use
+    val = Validation(scored, data.fixed("val").to(device), labels["val"], opts.val_batch_size, opts.seed)
     schedule = Schedule(
         epochs=opts.epochs,
         log_every=opts.log_every,
@@ -146,7 +150,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
         max_seconds=opts.max_time * 60 if opts.max_time else None,
     )
     if hooks is None:
-        grids = ImageGrids(model, val.x, opts.num_samples, opts.num_reconstructions, opts.seed)
+        grids = ImageGrids(scored, val.x, opts.num_samples, opts.num_reconstructions, opts.seed)
         test = build("eval", EvalOptions, cfg.eval) if opts.test_at_end else None
         report = Report(run_dir, str(cfg.model.name), data, labels["test"], grids, device, test)
         # the report publishes the test numbers: it ends before TensorBoard closes

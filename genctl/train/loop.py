@@ -206,7 +206,7 @@ class Trainer:
     def validate(self, train_means: dict[str, float]) -> None:
         """Validation loss (the train loss where there is no validation split) picks best.pt."""
         if len(self.val.x):
-            val = mean_loss(self.model, self.loss_fn, self.val, shard=(self.rank, self.world))
+            val = mean_loss(self.loss_fn, self.val, shard=(self.rank, self.world))
             self.emit("on_scalars", "val", val)
             criterion = val["loss"]
         else:

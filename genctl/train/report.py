@@ -45,7 +45,7 @@ class Report(Hook):
         self.grids, self.device, self.test = grids, device, test
 
     def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
-        progress, model, data = trainer.progress, trainer.model, self.data
+        progress, model, data = trainer.progress, self.grids.model, self.data  # the scored model: the average with trainer.ema
         record = RunRecord(
             model=self.model_name,
             dataset=data.name,
@@ -65,7 +65,7 @@ class Report(Hook):
         )
         best = self.run_dir / "best.pt"
         if best.is_file():
-            load_weights(model, load_checkpoint(best, map_location=self.device), best)
+            load_weights(model, load_checkpoint(best, map_location=self.device), best, averaged=True)
         grids, record.samples_per_s = self.grids.draw()
         record.images = [str(save_grid(grid, self.run_dir / f"{name}.png")) for name, grid in grids.items()]
         if self.test is not None:

@@ -68,7 +68,9 @@ def capture(model: nn.Module, step: TrainStep, lr: LRSchedule, batches: Batches,
     """A training run's state as a checkpoint holds it; every rank must call this (each rank's RNG
     state is gathered), the result is rank 0's to write."""
     rng_ranks = distributed.gather(rng_state(batches.generator))
+    averaged = {} if step.ema is None else {"ema": step.ema.state_dict()}
     return {
+        **averaged,
         "model": model.state_dict(),
         "optimizer": step.optimizer.state_dict(),
         "scaler": step.scaler.state_dict(),
@@ -90,6 +92,8 @@ def restore(state: dict[str, Any], step: TrainStep, lr: LRSchedule, batches: Bat
     if "scheduler" in state:
         lr.load_state_dict(state["scheduler"])
     batches.load_state_dict(state["data"])
+    if step.ema is not None and "ema" in state:  # a run that turns the average on at a resume starts it there
+        step.ema.load_state_dict(state["ema"])
     ranks = state.get("rng_ranks") or [state["rng"]]
     rank = distributed.rank()  # a run resumed with more processes than it had: the extra ranks take rank 0's
     restore_rng_state(ranks[rank] if rank < len(ranks) else state["rng"], batches.generator)

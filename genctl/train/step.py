@@ -10,6 +10,7 @@ from torch import nn
 from genctl.losses import Loss
 from genctl.models import GenerativeModel
 from genctl.train import distributed
+from genctl.train.ema import EMA
 from genctl.train.state import Progress
 
 
@@ -40,6 +41,7 @@ class TrainStep:
     autocast: torch.dtype | None  # the forward pass's mixed precision; None: float32
     device_type: str
     skip_nonfinite: bool  # a loss that is NaN/inf on any rank is not applied (one device sync per step)
+    ema: EMA | None = None  # the moving average of the weights, updated after every applied step
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None, progress: Progress) -> dict[str, torch.Tensor] | None:
         """The step's losses (detached, still on the device), or None when it was skipped."""
@@ -56,4 +58,6 @@ class TrainStep:
             nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update()
         return {name: value.detach() for name, value in out.items()}

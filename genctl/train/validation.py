@@ -15,18 +15,21 @@ from genctl.train import distributed
 
 @dataclass(frozen=True)
 class Validation:
-    """The split that picks best.pt (empty: the train loss picks it), scored in batches with a fixed RNG."""
+    """The split that picks best.pt (empty: the train loss picks it), scored in batches with a fixed
+    RNG, with ``model``: the trained one, or its moving average (``trainer.ema``)."""
 
+    model: GenerativeModel
     x: torch.Tensor
     labels: torch.Tensor | None
     batch_size: int
     seed: int
 
 
-def mean_loss(model: GenerativeModel, loss_fn: Loss, val: Validation, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
+def mean_loss(loss_fn: Loss, val: Validation, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
     """The final objective (no warm-up) averaged over ``val.x``. In data-parallel training each
     rank scores its share of the images and the sums are added up over ranks."""
     sums: dict[str, torch.Tensor] = {}
+    model = val.model
     with evaluating(model, val.seed):
         for batch, y in Batches(val.x, val.batch_size, labels=val.labels, shard=shard):
             for name, value in loss_fn(model, batch, None, y).items():
