@@ -73,8 +73,8 @@ def test_a_killed_worker_restarts_and_ends_with_the_parameters_of_an_uninterrupt
     # rank 1 dies in the second epoch; the first epoch's last.pt is on disk, and torchrun restarts both
     killed = genctl_train(args, tmp_path, processes=2, restarts=1, kill="1:40")
     assert killed.returncode == 0, killed.stderr
-    assert "genctl train: error: process 0 of 2 lost the others" in killed.stderr  # the survivor says so in one line
-    assert "Traceback" not in killed.stderr
+    assert "genctl train: error: process 0 of 2 lost the others" in killed.stderr, killed.stderr  # the survivor, in one line
+    assert "Traceback" not in killed.stderr, killed.stderr
     (run,) = (tmp_path / "runs" / "made").iterdir()  # the restart found its first attempt's folder
     assert f"resumed from {run / 'last.pt'} at epoch 1, step 29" in (run / "train.log").read_text()
     expected, restarted = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(run / "last.pt")
