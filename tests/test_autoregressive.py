@@ -184,3 +184,12 @@ def test_made_rebuilds_its_cached_masks_when_other_degrees_are_loaded():
         a.log_prob(x)  # fills a's cache with its own masks
         a.load_state_dict(b.state_dict())
         torch.testing.assert_close(a.log_prob(x), b.log_prob(x), rtol=0, atol=0)
+
+
+def test_made_masks_built_while_evaluating_serve_the_next_training_step():
+    model = build_model(OmegaConf.create({"name": "made", **TINY_AR["made"]}), (1, 4, 4), True)
+    x = torch.bernoulli(torch.full((5, 1, 4, 4), 0.5))
+    with torch.inference_mode():  # validation fills the cache first, as after a resume
+        model.eval().log_prob(x)
+    for _ in range(model.num_masks):
+        model.train().log_prob(x).sum().backward()

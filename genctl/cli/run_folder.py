@@ -33,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from genctl.cli.errors import describe
 from genctl.errors import GenctlError
+from genctl.train.distributed import restart_count
 
 # Settings a resume replays from RUN/.hydra/overrides.yaml: genctl's config groups and their keys.
 REPLAYED = ("model", "dataset", "optim", "loss", "trainer", "eval", "experiment", "debug", "paths")
@@ -47,8 +48,6 @@ RUN_FILES = (*TRAINED, "train.log", "samples.png", "reconstructions.png")
 CONTINUED = ("model", "dataset", "trainer.batch_size", "trainer.seed", "optim.name")
 EXCEPT = {"dataset": ("root", "download")}  # where the data is read from may change; the data may not
 NOT_SET = object()
-# How often the job was started again: torchrun's restarts of the workers, SLURM's requeues.
-RESTARTS = ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT")
 
 
 def run_of(resume: str | Path) -> Path:
@@ -128,7 +127,7 @@ def claim_run_folder(cfg: DictConfig, multirun: bool) -> None:
     A restarted job (torchrun's restarts, SLURM's requeues) continues in the folder its first attempt
     was let into (``genctl.train.distributed.restart_checkpoint``).
     """
-    if any(int(os.environ.get(name) or 0) > 0 for name in RESTARTS):
+    if restart_count() > 0:
         return
     if multirun:
         sweep = _resolved(cfg, "hydra.sweep.dir")

@@ -76,10 +76,14 @@ class MADE(AutoregressiveModel):
         built once per mask set and device (a training step cycles through them), not per step."""
         cached = self._masks.get(m)
         if cached is None or cached[1].device != self.input_degrees.device:
-            degrees = [self.input_degrees[m]] + [getattr(self, f"hidden_degrees_{i}")[m] for i in range(len(self.layers))]
-            hidden = [(d_out[:, None] >= d_in[None, :]).float() for d_in, d_out in zip(degrees, degrees[1:])]
-            cached = self._masks[m] = (hidden, (self.input_degrees[m][:, None] > degrees[-1][None, :]).float())
+            with torch.inference_mode(False):  # built during evaluation, used again by training steps
+                cached = self._masks[m] = self._build_masks(m)
         return cached
+
+    def _build_masks(self, m: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        degrees = [self.input_degrees[m]] + [getattr(self, f"hidden_degrees_{i}")[m] for i in range(len(self.layers))]
+        hidden = [(d_out[:, None] >= d_in[None, :]).float() for d_in, d_out in zip(degrees, degrees[1:])]
+        return hidden, (self.input_degrees[m][:, None] > degrees[-1][None, :]).float()
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self._masks.clear()  # loaded degrees may differ from the ones the cache was built from
