@@ -58,6 +58,13 @@ def test_help_lists_subcommands_and_group_choices(cli):
         (["eval"], "ckpt"),
         (["eval", "ckpt=/nonexistent.pt"], "/nonexistent.pt does not exist"),
         (["bogus"], "unknown subcommand 'bogus'; choose one of: train, eval, sample"),
+        (["train", "model.latent_dim=0"], "latent_dim must be >= 1, got 0"),
+        (["train", "eval.k=0"], "eval: k must be >= 1, got 0"),
+        (["sample", "ckpt=/x.pt", "n=abc"], "sample: n='abc' is not valid (expected int)"),
+        (["sample", "ckpt=/x.pt", "temperature=abc"], "sample: temperature='abc' is not valid (expected float)"),
+        (["eval", "ckpt=/x.pt", "eval.k=0"], "eval: k must be >= 1, got 0"),
+        (["eval", "ckpt=/x.pt", "eval.batch_size=0"], "eval: batch_size must be >= 1, got 0"),
+        (["eval", "ckpt=/x.pt", "eval.split=dev"], "eval: split='dev' is not valid (expected one of test, val, train)"),
     ],
 )
 def test_bad_input_is_one_actionable_line(cli, args, expected):

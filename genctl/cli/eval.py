@@ -25,9 +25,9 @@ log = logging.getLogger("genctl")
 @hydra.main(config_path=str(config_dir()), config_name="eval", **hydra_version_base())
 @exit_on_user_error("eval")
 def main(cfg: DictConfig) -> None:
+    e = build("eval", EvalOptions, cfg.eval)
     path, state, model, train_cfg = open_checkpoint(cfg)
     data = load_dataset(train_cfg.dataset)
-    e = build("eval", EvalOptions, cfg.eval)
     x = data.fixed(e.split)
     labels = data.labels[e.split] if is_conditional(model) else None
     means = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, progress=True, labels=labels)
