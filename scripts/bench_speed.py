@@ -175,6 +175,7 @@ SETUPS = {
     "gated_pixelcnn (benchmark row)": ["experiment=mnist_gated_pixelcnn"],
     "hvae (benchmark row)": ["experiment=mnist_hvae"],
     "vae_mlp (benchmark row)": ["experiment=mnist_vae_mlp"],
+    "made (benchmark row)": ["experiment=mnist_made"],
 }
 
 
@@ -361,6 +362,7 @@ def main() -> None:
                 ("vae (default conv)", a.steps, ["trainer.compile=true"]),  # as the PixelCNN recipe compiles
                 ("pixelcnn (benchmark row)", a.steps, []),
                 ("vae_mlp (benchmark row)", 5 * a.steps, []),  # ~40x shorter steps
+                ("made (benchmark row)", 5 * a.steps, []),  # as short: the loop's own cost shows most here
             )
             for row in part_a(name, [*SETUPS[name], *extra, f"dataset.root={data}"], steps, a.repeats)
         ]
