@@ -17,6 +17,15 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TINY = ["debug=tiny"]
 
 
+def one_line_error(code: int, err: str) -> str:
+    """The one line a user error prints (exit code 2, no traceback)."""
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch, tmp_path):
     """``cli("train", "model=ae", ...)`` -> (exit code, stdout, stderr), run inside pytest."""

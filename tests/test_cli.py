@@ -16,15 +16,7 @@ from PIL import Image
 
 from genctl.data import load_dataset
 from genctl.runs.checkpoint import load_checkpoint
-from tests.conftest import TINY
-
-
-def one_line_error(code: int, err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
+from tests.conftest import TINY, one_line_error
 
 
 def test_help_lists_subcommands_and_group_choices(cli):

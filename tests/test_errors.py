@@ -12,16 +12,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from genctl.config import config_dir, group_choices, hydra_version_base
+from tests.conftest import one_line_error
 
 GENCTL = Path(__file__).resolve().parents[1] / "genctl"
-
-
-def one_line_error(code: int, err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 MODELS = f"choose one of: {', '.join(group_choices('model'))}"

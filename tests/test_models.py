@@ -91,6 +91,9 @@ def digits():
     return load_dataset(cfg)
 
 
+AE = {"name": "ae", "arch": "mlp", "latent_dim": 4, "hidden": [8], "channels": [4], "activation": "relu", "downsample": "stride"}
+
+
 def vae_cfg(**kw):
     base = {
         "name": "vae",
@@ -161,18 +164,7 @@ def test_elbo_loss_scaling_and_kl_warmup(digits):
 
 
 def test_loss_must_fit_the_model(digits):
-    ae_cfg = OmegaConf.create(
-        {
-            "name": "ae",
-            "arch": "mlp",
-            "latent_dim": 4,
-            "hidden": [8],
-            "channels": [4],
-            "activation": "relu",
-            "downsample": "stride",
-        }
-    )
-    ae = build_model(ae_cfg, digits.shape, True)
+    ae = build_model(OmegaConf.create(AE), digits.shape, True)
     with pytest.raises(GenctlError, match="loss 'elbo' needs one of the models hvae, vae; model 'ae' trains with: mse"):
         build_loss(OmegaConf.create({"name": "elbo", "beta": 1.0, "kl_warmup_steps": 0, "balance": False}), ae, "ae")
 
@@ -203,17 +195,8 @@ def test_a_model_learns_its_obligations_from_the_capabilities_it_declares():
 
 def test_evaluation_applies_the_estimators_each_capability_allows(digits):
     x = digits.fixed("test")[:4]
-    ae_cfg = {
-        "name": "ae",
-        "arch": "mlp",
-        "latent_dim": 4,
-        "hidden": [8],
-        "channels": [4],
-        "activation": "relu",
-        "downsample": "stride",
-    }
     models = {
-        "ae": build_model(OmegaConf.create(ae_cfg), digits.shape, True),
+        "ae": build_model(OmegaConf.create(AE), digits.shape, True),
         "vae": build_model(vae_cfg(), digits.shape, True),
         "fvsbn": build_model(OmegaConf.create({"name": "fvsbn"}), digits.shape, True),
     }

@@ -14,8 +14,7 @@ import genctl.train.build
 import genctl.train.report
 from genctl.cli.run_folder import replayed_overrides
 from genctl.runs.checkpoint import load_checkpoint
-from tests.conftest import TINY
-from tests.test_errors import one_line_error
+from tests.conftest import TINY, one_line_error
 
 SHORT = [*TINY, "trainer.max_steps=2", "trainer.test_at_end=false"]
 

@@ -14,8 +14,7 @@ from genctl.cli.overrides import register_resolvers
 from genctl.cli.run_folder import claim_run_folder
 from genctl.config import config_dir, hydra_version_base
 from genctl.errors import GenctlError
-from tests.conftest import TINY
-from tests.test_errors import one_line_error
+from tests.conftest import TINY, one_line_error
 from tests.test_resume import SHORT, files
 
 
