@@ -109,7 +109,7 @@ def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[st
 
 def table(rows: list[dict], budget: float) -> str:
     lines = [
-        f"MNIST 9k/1k split (../shared/data/mnist-9k1k), dynamic binarization, {budget:g} training minutes per "
+        f"MNIST 9k/1k split (mnist-9k1k), dynamic binarization, {budget:g} training minutes per "
         f"model on this machine's {os.cpu_count()} CPU cores; test NLL of best.pt",
         "",
         "| experiment | params | epochs | test NLL (nats) | bits/dim | estimator | train img/s "

@@ -9,7 +9,7 @@ genctl's test seed (dynamic binarization protocol):
   default     `genctl train model=vae dataset=mnist dataset.root=... trainer.max_time=10`
 
 Prints a Markdown table and writes JSON (default bench_out/bench_vae.json).
-Usage: python scripts/bench_vae.py [--data ../shared/data/mnist-9k1k] [--rows reference,genctl-mlp,default]
+Usage: python scripts/bench_vae.py [--data DIR/mnist-9k1k] [--rows reference,genctl-mlp,default]
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown row {row}")
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\nMNIST 9k/1k split (../shared/data/mnist-9k1k), dynamic binarization, test NLL = IWAE bound k={a.k}, nats\n")
+    print(f"\nMNIST 9k/1k split (mnist-9k1k), dynamic binarization, test NLL = IWAE bound k={a.k}, nats\n")
     print("| row | epochs | train s | test NLL (nats) | bits/dim |")
     print("|---|---|---|---|---|")
     for r in rows:
