@@ -22,7 +22,7 @@ SUBCOMMANDS = {
     "sample": "image grid from a checkpoint: genctl sample ckpt=RUN_OR_PT n=64 [mode=reconstruct|interpolate]",
     "compare": "one table and figure of finished runs: genctl compare RUN_OR_SWEEP [...] [--out DIR]",
 }
-GROUPS = ("model", "dataset", "optim", "loss", "trainer", "eval")
+GROUPS = ("model", "dataset", "optim", "loss", "trainer", "eval", "debug")
 
 
 def usage() -> str:
