@@ -8,10 +8,7 @@ sample and the scripts all read checkpoints through this module.
 
 from __future__ import annotations
 
-import errno
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,47 +18,19 @@ from omegaconf import DictConfig, OmegaConf
 from genctl import __version__
 from genctl.errors import GenctlError
 from genctl.models.base import GenerativeModel, build_model
+from genctl.runs.atomic import atomic_write
 from genctl.runtime import resolve_device
 
 FORMAT = 1
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` via a temp file in the same folder, fsync, then rename.
-
-    A crash at any moment leaves either the old file or the new one, never a partial one; the
-    temp files of writes a crash cut short are removed by the next successful write. A full disk
-    is one line that says the previous file is intact.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``state`` to ``path`` atomically (:func:`genctl.runs.atomic.atomic_write`); the temp
+    files of writes a crash cut short are removed by the next successful write."""
     state = {"format": FORMAT, "genctl_version": __version__, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        full = _disk_full(e)
-        if full:
-            kept = f"the previous {path.name} is intact" if path.is_file() else f"no {path.name} was written before"
-            raise GenctlError(f"cannot write checkpoint {path}: {full}; {kept}; free some space and resume the run") from e
-        raise
+    atomic_write(path, lambda f: torch.save(state, f), "checkpoint")
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # one writer per run folder: these are dead
         stale.unlink(missing_ok=True)
-
-
-def _disk_full(e: BaseException) -> str | None:
-    """ "the disk is full" (or its quota) when that is what the chain of ``e`` holds: torch's writer
-    reports a failed write as a RuntimeError, with the OSError that caused it as its context."""
-    seen: BaseException | None = e
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return "the disk is full" if seen.errno == errno.ENOSPC else "the disk quota is exceeded"
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:

@@ -24,12 +24,12 @@ sweep's summary lists it beside the jobs that finished.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from genctl.errors import GenctlError
+from genctl.runs.atomic import atomic_write
 
 FILENAME = "metrics.json"
 TEST = "test"  # the end-of-training test of best.pt
@@ -145,19 +145,11 @@ class RunRecord:
         return cls.from_dict(data)
 
     def write(self, run_dir: Path | str) -> Path:
-        """Write through a temp file and a rename, so that a reader (a sweep summary, genctl
-        compare) or a kill mid-write never leaves or sees half a record."""
+        """Write atomically (:func:`genctl.runs.atomic.atomic_write`), so that a reader (a sweep
+        summary, genctl compare) or a kill mid-write never leaves or sees half a record."""
         path = Path(run_dir) / FILENAME
-        tmp = path.with_name(f".{FILENAME}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w") as f:
-                f.write(json.dumps(self.to_dict(), indent=2, default=float) + "\n")  # default: numpy/torch scalars
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        text = json.dumps(self.to_dict(), indent=2, default=float) + "\n"  # default: numpy/torch scalars
+        atomic_write(path, lambda f: f.write(text.encode()), "the run record")
         return path
 
 
