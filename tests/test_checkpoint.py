@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genctl.errors import GenctlError
-from genctl.runs import checkpoint
+from genctl.runs import atomic, checkpoint
 from genctl.runs.checkpoint import load_checkpoint, restore_model, save_checkpoint
 
 
@@ -94,14 +94,14 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, mon
     else:  # torch's own writer on a device that is always full: a RuntimeError caused by ENOSPC
         if not os.path.exists("/dev/full"):
             pytest.skip("no /dev/full")
-        mkstemp = checkpoint.tempfile.mkstemp
+        mkstemp = atomic.tempfile.mkstemp
 
         def full_device(*args, **kwargs):
             fd, name = mkstemp(*args, **kwargs)
             os.close(fd)
             return os.open("/dev/full", os.O_WRONLY), name
 
-        monkeypatch.setattr(checkpoint.tempfile, "mkstemp", full_device)
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", full_device)
     state = minimal(value=torch.tensor(2), weights=torch.zeros(300_000))
     expected = f"cannot write checkpoint {path}: the disk is full; the previous last.pt is intact"
     with pytest.raises(GenctlError, match=re.escape(expected)):
