@@ -84,6 +84,7 @@ class RunRecord:
     stopped: str | None = None  # why training ended: completed | max_steps | max_time | interrupted
     error: str | None = None  # the one-line error that ended a failed sweep job
     wall_time_s: float | None = None
+    cpu_time_s: float | None = None
     train_images_per_s: float | None = None
     peak_memory_mb: float | None = None
     best_epoch: int | None = None

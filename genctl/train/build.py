@@ -49,6 +49,7 @@ class TrainerOptions:
     seed: int
     grad_clip: float
     max_time: float | None
+    clock: Literal["wall", "cpu"]
     max_steps: int | None
     log_every: int
     val_every: int
@@ -148,6 +149,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
         sample_every=opts.sample_every,
         max_steps=opts.max_steps,
         max_seconds=opts.max_time * 60 if opts.max_time else None,
+        clock=opts.clock,
     )
     if hooks is None:
         grids = ImageGrids(scored, val.x, opts.num_samples, opts.num_reconstructions, opts.seed)

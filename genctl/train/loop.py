@@ -28,7 +28,7 @@ from genctl.runs.checkpoint import load_checkpoint, load_weights, save_checkpoin
 from genctl.train import distributed
 from genctl.train.hooks import Hook
 from genctl.train.optim import LRSchedule
-from genctl.train.state import Progress, capture, restore
+from genctl.train.state import Progress, Stopwatch, capture, restore
 from genctl.train.step import TrainStep
 from genctl.train.validation import Validation, mean_loss
 
@@ -68,6 +68,7 @@ class Schedule:
     sample_every: int
     max_steps: int | None
     max_seconds: float | None
+    clock: str  # what max_seconds counts: "wall" or "cpu" (trainer.clock)
 
 
 class Trainer:
@@ -112,13 +113,14 @@ class Trainer:
         if self.rank == 0:
             save_checkpoint(self.run_dir / name, {**state, **self.meta})
 
-    def elapsed(self) -> float:
-        return self._elapsed_before + time.monotonic() - self._clock
+    def spent(self) -> float:
+        """Seconds of the time budget used, on the clock it is counted by (trainer.clock)."""
+        return self.progress.cpu_seconds if self.schedule.clock == "cpu" else self.progress.elapsed
 
     def set_lr(self) -> None:
         done = self.progress.step / (self.schedule.epochs * len(self.batches))
         if self.schedule.max_seconds:
-            done = max(done, self.elapsed() / self.schedule.max_seconds)
+            done = max(done, self.spent() / self.schedule.max_seconds)
         self.lr.apply(self.step.optimizer, self.progress.step, done)
 
     def stop_reason(self, signals: list[str]) -> str | None:
@@ -128,7 +130,7 @@ class Trainer:
             reason = "interrupted"
         elif self.schedule.max_steps is not None and self.progress.step >= self.schedule.max_steps:
             reason = "max_steps"
-        elif self.schedule.max_seconds is not None and self.progress.elapsed >= self.schedule.max_seconds:
+        elif self.schedule.max_seconds is not None and self.spent() >= self.schedule.max_seconds:
             reason = "max_time"
         return self.STOPS[distributed.max_code(self.STOPS.index(reason))]
 
@@ -158,7 +160,7 @@ class Trainer:
                     losses.append(out["loss"])
                     window += 1
                 window_images += len(x)
-                progress.elapsed = self.elapsed()
+                self.watch.update(progress)
                 stop = self.stop_reason(signals)
                 self.emit("on_step")
                 if window and (window == self.schedule.log_every or batches.position >= len(batches.images) or stop):
@@ -220,7 +222,7 @@ class Trainer:
     def fit(self) -> Progress:
         """Train until the last epoch or a stop; validate, save and draw images as scheduled."""
         progress, schedule = self.progress, self.schedule
-        self._clock, self._elapsed_before = time.monotonic(), progress.elapsed
+        self.watch = Stopwatch(progress)
         self.emit("on_train_begin")
         # a resumed run whose budget is already spent only finishes: it tests best.pt, no extra step
         stop, train_means = (self.stop_reason([]) if progress.step else None), {}

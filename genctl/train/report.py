@@ -56,6 +56,7 @@ class Report(Hook):
             steps=progress.step,
             stopped=stop,
             wall_time_s=round(progress.elapsed, 1),
+            cpu_time_s=round(progress.cpu_seconds, 1),
             train_images_per_s=round(progress.step * trainer.batches.batch_size / max(progress.elapsed, 1e-9), 1),
             peak_memory_mb=peak_memory_mb(self.device),
             best_epoch=progress.best_epoch,

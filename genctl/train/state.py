@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +28,24 @@ class Progress:
 
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken
-    elapsed: float = 0.0  # seconds spent training, summed over resumes
+    elapsed: float = 0.0  # wall-clock seconds spent training, summed over resumes
+    cpu_seconds: float = 0.0  # this process's CPU seconds (all threads) spent training, summed over resumes
     best_val: float = math.inf
     best_epoch: int = 0
     skipped: int = 0  # steps with a non-finite loss, not applied (trainer.skip_nonfinite)
+
+
+class Stopwatch:
+    """Both clocks a run can be budgeted by, continued from what a resumed run had spent: the wall
+    clock, and the process's CPU time over all its threads, which other processes on a shared
+    machine slow down but cannot use up."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.wall0 = time.monotonic() - progress.elapsed
+        self.cpu0 = time.process_time() - progress.cpu_seconds
+
+    def update(self, progress: Progress) -> None:
+        progress.elapsed, progress.cpu_seconds = time.monotonic() - self.wall0, time.process_time() - self.cpu0
 
 
 def rng_state(data_generator: torch.Generator) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""trainer.max_time counted on the clock trainer.clock names: the wall clock by default, or the
+process's CPU time, which a benchmark on a shared machine budgets by."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+import genctl.train.state
+from genctl.train.state import Progress, Stopwatch
+from tests.conftest import TINY
+
+# three epochs of 2,000 digits at batch 256: 24 steps unless the budget stops the run
+RUN = [*TINY, "trainer.epochs=3", "trainer.max_time=1", "trainer.test_at_end=false"]
+
+
+@pytest.fixture
+def cpu_minute_per_read(monkeypatch):
+    """A process CPU clock that advances a whole minute each time it is read, the wall clock untouched."""
+    ticks = itertools.count(step=60.0)
+    monkeypatch.setattr(genctl.train.state.time, "process_time", lambda: next(ticks))
+
+
+@pytest.mark.parametrize("clock, stopped", [("cpu", "max_time"), ("wall", "completed")])
+def test_the_budget_is_counted_on_the_named_clock(cli, tmp_path, cpu_minute_per_read, clock, stopped):
+    run = tmp_path / clock
+    code, _, err = cli("train", *RUN, f"trainer.clock={clock}", f"hydra.run.dir={run}")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stopped"] == stopped
+    assert (metrics["steps"] == 1) == (clock == "cpu")
+    assert metrics["cpu_time_s"] >= 60 and metrics["wall_time_s"] < 60
+
+
+def test_the_stopwatch_continues_what_a_resumed_run_had_spent(cpu_minute_per_read):
+    progress = Progress(elapsed=5.0, cpu_seconds=7.0)
+    watch = Stopwatch(progress)
+    watch.update(progress)
+    assert progress.elapsed >= 5.0 and progress.cpu_seconds == 67.0
+
+
+def test_an_unknown_clock_is_refused(cli, tmp_path):
+    code, _, err = cli("train", *RUN, "trainer.clock=gpu", f"hydra.run.dir={tmp_path / 'x'}")
+    assert code == 2 and "clock" in err and "wall" in err, err
