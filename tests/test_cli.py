@@ -298,25 +298,39 @@ def test_class_conditional_gated_pixelcnn_trains_and_samples_by_label(cli, tmp_p
     assert "the dataset has 10 classes but model.num_classes=5" in one_line_error(code, err)
 
 
-@pytest.mark.parametrize(
-    "name",
-    sorted(
-        p.stem for p in (Path(__file__).parents[1] / "configs" / "experiment").glob("mnist_*.yaml") if p.stem != "mnist_budget"
-    ),
+BENCH_ROWS = sorted(
+    p.stem
+    for pattern in ("mnist_*.yaml", "fashion_*.yaml")
+    for p in (Path(__file__).parents[1] / "configs" / "experiment").glob(pattern)
 )
-def test_benchmark_experiments_compose_into_a_buildable_model_and_loss(name):
+
+
+@pytest.mark.parametrize("name", BENCH_ROWS)
+def test_benchmark_rows_train_under_their_papers_protocol(name):
+    """Every row of scripts/bench_models.py: the shared CPU budget, its model and loss, and its table's
+    protocol: binarized MNIST with the autoregressive papers' fixed binarization (50k/10k/10k) or the
+    VAE papers' dynamic one, Fashion-MNIST as 8-bit grey levels."""
     from hydra import compose, initialize_config_dir
 
     from genctl.config import config_dir
     from genctl.losses import build_loss
     from genctl.models import build_model
+    from genctl.models.base import LatentLikelihood
 
     with initialize_config_dir(str(config_dir()), version_base=None):
         cfg = compose("train", overrides=[f"experiment={name}"])
-    assert name.removeprefix("mnist_").startswith(cfg.model.name) and cfg.dataset.name == "mnist"
-    assert cfg.trainer.max_time == 15 and cfg.eval.k == 500  # the shared protocol, not train.yaml's k=100
-    model = build_model(cfg.model, (1, 28, 28), binary=True)
+    table, row = name.split("_", 1)
+    assert row.startswith(cfg.model.name)
+    assert (cfg.trainer.max_time, cfg.trainer.clock, cfg.eval.k) == (10, "cpu", 50)  # bench.yaml, the same for every row
+    binary = table == "mnist"
+    model = build_model(cfg.model, (1, 28, 28), binary=binary)
     build_loss(cfg.loss, model, cfg.model.name)  # each model's own loss was chosen
+    if not binary:
+        assert (cfg.dataset.name, cfg.dataset.binarize) == ("fashion_mnist", "none")
+    elif isinstance(model, LatentLikelihood):
+        assert (cfg.dataset.name, cfg.dataset.binarize, cfg.dataset.val_size) == ("mnist", "dynamic", 1000)
+    else:
+        assert (cfg.dataset.name, cfg.dataset.binarize, cfg.dataset.val_size) == ("mnist", "static", 10000)
 
 
 @pytest.mark.parametrize(
