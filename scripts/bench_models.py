@@ -137,6 +137,12 @@ def tight_subset(run: Path, data: Path) -> dict | None:
 def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[str], reuse: bool) -> dict:
     run = out / name
     args = [f"experiment={name}", f"dataset.root={data}", *extra]
+    if os.getloadavg()[0] > 0.5:
+        print(
+            f"warning: load average {os.getloadavg()[0]:.1f} before {name}: torch's threads spin while they wait for a busy "
+            "core, so the row's CPU budget buys fewer steps than on an idle machine",
+            file=sys.stderr,
+        )
     if budget is not None:
         args.append(f"trainer.max_time={budget:g}")
     if not (reuse and (run / FILENAME).exists()):

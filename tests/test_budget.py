@@ -1,5 +1,5 @@
 """trainer.max_time counted on the clock trainer.clock names: the wall clock by default, or the
-process's CPU time, which a benchmark on a shared machine budgets by."""
+process's CPU time, which the model benchmark budgets by."""
 
 from __future__ import annotations
 

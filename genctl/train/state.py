@@ -37,8 +37,8 @@ class Progress:
 
 class Stopwatch:
     """Both clocks a run can be budgeted by, continued from what a resumed run had spent: the wall
-    clock, and the process's CPU time over all its threads, which other processes on a shared
-    machine slow down but cannot use up."""
+    clock, and the process's CPU time over all its threads (time the process is not scheduled
+    costs it nothing, though its threads' spin-waits on a busy machine do)."""
 
     def __init__(self, progress: Progress) -> None:
         self.wall0 = time.monotonic() - progress.elapsed
