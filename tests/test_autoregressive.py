@@ -193,3 +193,28 @@ def test_made_masks_built_while_evaluating_serve_the_next_training_step():
         model.eval().log_prob(x)
     for _ in range(model.num_masks):
         model.train().log_prob(x).sum().backward()
+
+
+def test_made_completes_from_the_conditional_of_its_evaluation_mixture():
+    """Masks in one ordering (connectivity-agnostic): the completions follow the mixture's exact
+    conditional p(rest | known) = sum_m P(m | known) p_m(rest | known), enumerated over the 2^2
+    completions of a 2x2 image with two known pixels; mask 0's conditional alone is far from it."""
+    options = {**TINY_AR["made_1mask"], "hidden": [16], "num_masks": 4, "eval_masks": 4}
+    torch.manual_seed(0)
+    model = build_model(OmegaConf.create(options), (1, 2, 2), True).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(6)  # peaked conditionals that differ from mask to mask
+    known = torch.tensor([1.0, 0.0])
+    rests = torch.tensor(list(itertools.product([0.0, 1.0], repeat=2)))
+    images = torch.cat([known.expand(4, 2), rests], 1).view(4, 1, 2, 2)
+    with torch.no_grad():
+        exact = torch.softmax(model.log_prob(images), 0)
+        mask0 = torch.softmax(model.log_prob_from_logits(images, model.logits(images, 0)), 0)
+        torch.manual_seed(0)
+        drawn = model.complete(images[:1].expand(20000, 1, 2, 2), known=2)
+    assert (mask0 - exact).abs().max() > 0.05, (mask0, exact)
+    assert torch.equal(drawn.flatten(1)[:, :2], known.expand(20000, 2))
+    codes = (drawn.flatten(1)[:, 2:] * torch.tensor([2.0, 1.0])).sum(1).long()
+    freq = torch.bincount(codes, minlength=4).double() / len(codes)
+    torch.testing.assert_close(freq, exact.double(), rtol=0, atol=0.015)

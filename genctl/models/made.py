@@ -7,7 +7,7 @@ sees units of degree < d.
 ``num_masks`` > 1 is connectivity-agnostic training: every training step uses the next of
 ``num_masks`` fixed degree assignments; with ``order_agnostic`` each also gets its own random input
 ordering. At evaluation the first ``eval_masks`` of them are ensembled as the mixture
-p(x) = mean_m p_m(x), still an exact likelihood; samples come from the same mixture.
+p(x) = mean_m p_m(x), still an exact likelihood; samples and completions come from the same mixture.
 """
 
 from __future__ import annotations
@@ -118,12 +118,25 @@ class MADE(AutoregressiveModel):
     def order(self) -> torch.Tensor:
         return self.mask_order(0)
 
-    def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Draws from the evaluation mixture: each image picks one of ``eval_masks`` masks."""
-        which = torch.randint(self.eval_masks, (n,), device=self.device)
-        x = torch.zeros(n, *self.data_shape, device=self.device)
-        for m in range(self.eval_masks):
-            rows = (which == m).nonzero().squeeze(1)
+    def complete(
+        self, x: torch.Tensor, known: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Draws from the evaluation mixture's conditional given the first ``known`` values in raster
+        order (``known=0``: a sample): p(rest | known) = sum_m P(m | known) p_m(rest | known), so each
+        image draws a mask from its posterior P(m | known) ~ p_m(known), then completes under it.
+
+        p_m(known) is a product of mask m's conditionals only when m generates the known values
+        first; a mask whose ordering does not (order-agnostic masks, beyond mask 0) has no tractable
+        marginal for them and is left out of the posterior.
+        """
+        prefix = raster_order(self.data_shape)[:known].sort().values
+        masks = [m for m in range(self.eval_masks) if torch.equal(self.mask_order(m)[:known].cpu().sort().values, prefix)]
+        prefix = prefix.to(self.device)
+        log_marginal = torch.stack([self.likelihood.per_value(x, self.logits(x, m)).flatten(1)[:, prefix].sum(1) for m in masks])
+        which = torch.multinomial(torch.softmax(log_marginal.t(), -1), 1).squeeze(1)
+        x = x.clone()
+        for i, m in enumerate(masks):
+            rows = (which == i).nonzero().squeeze(1)
             if len(rows):
-                x[rows] = self.complete_with(x[rows], 0, temperature, self.mask_order(m), lambda v, m=m: self.logits(v, m))
+                x[rows] = self.complete_with(x[rows], known, temperature, self.mask_order(m), lambda v, m=m: self.logits(v, m))
         return x

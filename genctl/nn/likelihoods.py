@@ -31,8 +31,11 @@ class Bernoulli:
 
     def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """log p(x | logits) summed over pixels; logits may carry extra leading sample dims."""
-        ll = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
-        return ll.flatten(-3).sum(-1)
+        return self.per_value(x, logits).flatten(-3).sum(-1)
+
+    def per_value(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """log p(x_i | logit_i) of every value, [*, C, H, W]."""
+        return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)
@@ -47,8 +50,11 @@ class Categorical:
         return 256 * c
 
     def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        target = (x * 255).round().long()
-        return -F.cross_entropy(logits, target, reduction="none").flatten(1).sum(1)
+        return self.per_value(x, logits).flatten(1).sum(1)
+
+    def per_value(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """log p(x_i | logits_i) of every value, [B, C, H, W]."""
+        return -F.cross_entropy(logits, (x * 255).round().long(), reduction="none")
 
 
 class Gaussian:
