@@ -1,3 +1,22 @@
-"""genctl: train, evaluate and sample deep generative models of images from the command line."""
+"""genctl: train, evaluate and sample deep generative models of images from the command line.
+
+From Python, ``genctl.load``, ``genctl.dataset`` and ``genctl.nll`` (:mod:`genctl.api`) open a run
+or an export; they are imported on first use, so ``import genctl`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+__all__ = ["__version__", "dataset", "load", "nll"]
+
+if TYPE_CHECKING:
+    from genctl.api import dataset, load, nll
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("dataset", "load", "nll"):
+        return getattr(importlib.import_module("genctl.api"), name)
+    raise AttributeError(f"module 'genctl' has no attribute '{name}'")

@@ -1,0 +1,84 @@
+"""genctl from Python: the model of a run or an export, its data, and its NLL as ``genctl eval`` reports it.
+
+::
+
+    import genctl
+    model = genctl.load("runs/vae/2026-01-01_12-00-00-123456-a1b2")  # or best.pt, or an export folder
+    images = model.sample(16, temperature=0.8)
+    data = genctl.dataset("runs/vae/2026-01-01_12-00-00-123456-a1b2")
+    genctl.nll(model, data.fixed("test"), k=100)  # {"nll_iwae": {"nats": .., "bits_per_dim": .., "estimator": ..}, ..}
+
+Everything goes through what the CLI uses: the checkpoint (or export) is opened by
+:mod:`genctl.runs.checkpoint`, which rebuilds the model through genctl's registry of names and
+never lets a file choose the code that runs; the estimates are :func:`genctl.eval.evaluate.evaluate`
+described by :func:`genctl.eval.report.describe`, with ``configs/eval/default.yaml``'s settings
+unless given, so the numbers are ``genctl eval``'s for the same split and settings.
+
+The model is genctl's own ``GenerativeModel``; what it can do is what it declares
+(:mod:`genctl.models.base`): ``sample(n, temperature)``; for latent-variable models ``code(x)``
+(the encoder's point in latent space), ``render(z)`` (the decoder) and ``reconstruct(x)``; for
+autoregressive ones ``log_prob(x)`` and ``complete(x, known)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from genctl.config import build, config_dir
+from genctl.data import DataSplits, load_dataset
+from genctl.errors import GenctlError
+from genctl.eval.evaluate import EvalOptions, evaluate
+from genctl.eval.report import describe
+from genctl.models.base import GenerativeModel, is_conditional
+from genctl.runs.checkpoint import load_checkpoint, open_checkpoint, resolve_checkpoint
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> GenerativeModel:
+    """The model of a run folder (its best.pt, as ``genctl eval`` picks it), a checkpoint file or
+    an export folder, with the weights evaluation uses (the moving average where the run kept
+    one), in eval mode on ``device`` (``cpu``, ``cuda``, ``cuda:N`` or ``auto``)."""
+    _, _, model, _ = open_checkpoint(OmegaConf.create({"ckpt": str(path), "device": str(device), "data_root": None}))
+    return model.eval()
+
+
+def dataset(path: str | Path, data_root: str | Path | None = None) -> DataSplits:
+    """The data a run (or checkpoint, or export) was trained on, split and binarized as it was:
+    ``.fixed("test")`` is the test set ``genctl eval`` scores, ``.labels["test"]`` its classes.
+    ``data_root``: read the files from there instead of the run's ``dataset.root``."""
+    checkpoint = resolve_checkpoint(path, prefer="best.pt")
+    cfg = OmegaConf.create(load_checkpoint(checkpoint)["config"]).dataset
+    if data_root is not None:
+        cfg.root = str(data_root)
+    return load_dataset(cfg)
+
+
+def nll(
+    model: GenerativeModel,
+    x: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    k: int | None = None,
+    chunk: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Mean test NLL of the images ``x`` as ``genctl eval`` files it in metrics.json: every estimate
+    the model supports (exact; or negative ELBO, IWAE-k and KL; an autoencoder's MSE and PSNR),
+    each likelihood with its nats, bits/dim and estimator. ``k``, ``chunk``, ``batch_size`` and
+    ``seed`` default to ``configs/eval/default.yaml``'s; the same values on the same images give
+    ``genctl eval``'s numbers exactly (the order of images and batches decides the random draws).
+    ``labels``: the classes of ``x``, which a class-conditional model needs (others ignore them)."""
+    given = {"k": k, "chunk": chunk, "batch_size": batch_size, "seed": seed}
+    defaults = OmegaConf.load(config_dir() / "eval" / "default.yaml")
+    options = {**defaults, **{name: value for name, value in given.items() if value is not None}}
+    e = build("eval", EvalOptions, options)
+    if not is_conditional(model):
+        labels = None
+    elif labels is None:
+        raise GenctlError("this model is class-conditional: pass the images' labels (e.g. genctl.dataset(path).labels['test'])")
+    means = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, labels=labels)
+    return describe(means, model, e.k)
