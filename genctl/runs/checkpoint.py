@@ -4,16 +4,23 @@ A checkpoint holds the state to continue training exactly (model, optimizer, eve
 epoch: ``genctl.train.state``) and the resolved config the model is rebuilt from through genctl's
 registry. Nothing in it is code, and loading never unpickles arbitrary objects. Training, eval,
 sample and the scripts all read checkpoints through this module.
+
+An export folder (``genctl export``, :mod:`genctl.runs.export`) is read here too, as the same kind
+of state, without any unpickling: the weights from ``model.safetensors`` (whose header holds the
+shape of the data and the format as JSON), the config from ``config.yaml`` with a safe YAML loader.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError, safe_open
 
 from genctl import __version__
 from genctl.errors import GenctlError
@@ -22,6 +29,12 @@ from genctl.runs.atomic import atomic_write
 from genctl.runtime import resolve_device
 
 FORMAT = 1
+# An export folder's files: the weights (safetensors, with genctl's entry in its header), the training config, the card.
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_CONFIG = "config.yaml"
+EXPORT_CARD = "card.json"
+EXPORT_HEADER = "genctl"  # the header entry, a JSON object: these entries of the checkpoint, and the export's "source"
+EXPORT_STATE = ("format", "genctl_version", "data_shape", "binary", "progress")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -33,16 +46,27 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         stale.unlink(missing_ok=True)
 
 
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` is an export (its weights or its card are there; a run folder has neither)."""
+    return (folder / EXPORT_WEIGHTS).is_file() or (folder / EXPORT_CARD).is_file()
+
+
 def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
-    """A checkpoint file, or a run folder (its ``prefer`` file, else ``last.pt``)."""
+    """A checkpoint file, a run folder (its ``prefer`` file, else ``last.pt``), or an export folder
+    (its ``model.safetensors``, whatever else the folder holds). ``prefer="last.pt"`` is a resume's
+    request, which an export cannot serve: it holds no training state to continue."""
     p = Path(str(path)).expanduser()
-    if p.is_dir():
+    if p.is_dir() and is_export(p):
+        p = p / EXPORT_WEIGHTS  # read_export says what is missing or broken there
+    elif p.is_dir():
         for name in (prefer, "last.pt", "best.pt"):
             if (p / name).is_file():
                 return p / name
         raise GenctlError(f"no checkpoint in {p}: expected {prefer} or last.pt there")
-    if not p.is_file():
-        raise GenctlError(f"checkpoint {p} does not exist; pass a .pt file or a run folder")
+    elif not p.is_file():
+        raise GenctlError(f"checkpoint {p} does not exist; pass a .pt file, a run folder or an export folder")
+    if p.suffix == ".safetensors" and prefer == "last.pt":
+        raise GenctlError(f"{p.parent} is an export (weights and config, no training state): resume the run it came from")
     return p
 
 
@@ -50,20 +74,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     """Read a genctl checkpoint; every failure is one line naming the file and the problem.
 
     Only tensors and plain containers are unpickled (``weights_only``); a file holding anything
-    else is refused, and the message never suggests the unsafe way round that.
+    else is refused, and the message never suggests the unsafe way round that. An export's
+    ``model.safetensors`` is read by :func:`read_export`, which unpickles nothing at all.
     """
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):  # a well-formed pickle naming objects outside the allowed ones
-            raise GenctlError(
-                f"checkpoint {path} is refused: it holds Python objects besides tensors and plain containers, which "
-                f"could run code when loaded; only load checkpoints genctl wrote"
-            ) from e
-        raise GenctlError(f"checkpoint {path} is corrupt or not a genctl checkpoint ({type(e).__name__})") from e
-    except Exception as e:  # noqa: BLE001 - torch.load raises many types for files that are not checkpoints
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GenctlError(f"checkpoint {path} is corrupt or not a genctl checkpoint ({first[:200]})") from e
+    state = read_export(path, map_location) if path.suffix == ".safetensors" else _unpickle(path, map_location)
     problem = _malformed(state)
     if problem:
         raise GenctlError(f"{path} is not a genctl checkpoint ({problem})")
@@ -73,6 +87,49 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"this genctl ({__version__}) reads format <= {FORMAT}: upgrade genctl"
         )
     return state
+
+
+def _unpickle(path: Path, map_location: str | torch.device) -> Any:
+    """A ``.pt`` checkpoint's contents, tensors and plain containers only."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):  # a well-formed pickle naming objects outside the allowed ones
+            raise GenctlError(
+                f"checkpoint {path} is refused: it holds Python objects besides tensors and plain containers, which "
+                f"could run code when loaded; only load checkpoints genctl wrote"
+            ) from e
+        raise GenctlError(f"checkpoint {path} is corrupt or not a genctl checkpoint ({type(e).__name__})") from e
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types for files that are not checkpoints
+        raise GenctlError(f"checkpoint {path} is corrupt or not a genctl checkpoint ({_first_line(e)})") from e
+
+
+def read_export(weights: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """An export folder as the state a checkpoint holds (the header's :data:`EXPORT_STATE` entries,
+    ``config`` and the weights as ``model``), read with safetensors, JSON and a safe YAML loader:
+    no pickle anywhere."""
+    folder = weights.parent
+    again = f"export the run again (genctl export ckpt=RUN out={folder} overwrite=true)"
+    if not weights.is_file():
+        raise GenctlError(f"export {folder} has no {EXPORT_WEIGHTS}; {again}")
+    try:
+        with safe_open(weights, framework="pt", device=str(map_location)) as f:
+            header = json.loads((f.metadata() or {}).get(EXPORT_HEADER, "null"))
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (OSError, SafetensorError, ValueError) as e:  # ValueError: the header entry is not JSON
+        raise GenctlError(f"{weights} is corrupt or not a safetensors file ({_first_line(e)}); {again}") from e
+    if not isinstance(header, dict):
+        raise GenctlError(f"{weights} is not a genctl export: its header has no '{EXPORT_HEADER}' entry; {again}")
+    try:
+        config = yaml.safe_load((folder / EXPORT_CONFIG).read_text())
+    except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: not text
+        raise GenctlError(f"export {folder}: its {EXPORT_CONFIG} cannot be read ({_first_line(e)}); {again}") from e
+    return {**{key: header[key] for key in EXPORT_STATE if key in header}, "config": config, "model": tensors}
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _malformed(state: Any) -> str | None:
