@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "eval": "test NLL in nats and bits/dim (or MSE) of a checkpoint: genctl eval ckpt=RUN_OR_PT",
     "sample": "image grid from a checkpoint: genctl sample ckpt=RUN_OR_PT n=64 [mode=reconstruct|interpolate]",
     "compare": "one table and figure of finished runs: genctl compare RUN_OR_SWEEP [...] [--out DIR]",
+    "export": "weights (safetensors), config and model card, no pickle: genctl export ckpt=RUN [out=DIR]",
 }
 GROUPS = ("model", "dataset", "optim", "loss", "trainer", "eval", "debug")
 
