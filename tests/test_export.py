@@ -123,7 +123,7 @@ def test_an_export_loads_without_unpickling_anything_and_matches_its_checkpoint(
     assert calls == [] and PLANTED == []
 
 
-def test_export_refuses_to_overwrite_or_to_hide_a_run_and_names_what_it_lacks(vae_run, cli, tmp_path):
+def test_export_refuses_to_overwrite_or_to_hide_a_run(vae_run, cli, tmp_path):
     folder = tmp_path / "export"
     code, _, err = cli("export", f"ckpt={vae_run}", f"out={folder}")
     assert code == 0, err
@@ -147,9 +147,11 @@ def test_export_refuses_to_overwrite_or_to_hide_a_run_and_names_what_it_lacks(va
     assert "is an export already" in one_line_error(code, err)
     code, _, err = cli("export")
     assert "ckpt is required" in one_line_error(code, err)
-    code, _, err = cli("train", f"resume={folder}")
-    assert "is an export (weights and config, no training state): resume the run it came from" in one_line_error(code, err)
 
+
+def test_a_checkpoint_without_its_record_exports_with_no_nll_and_an_export_is_not_resumed(vae_export, vae_run, cli, tmp_path):
+    code, _, err = cli("train", f"resume={vae_export}")
+    assert "is an export (weights and config, no training state): resume the run it came from" in one_line_error(code, err)
     alone = tmp_path / "alone"  # a checkpoint without its run's metrics.json: the card says how to get the NLL
     alone.mkdir()
     shutil.copy(vae_run / "last.pt", alone / "last.pt")
