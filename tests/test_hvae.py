@@ -148,15 +148,51 @@ def test_every_nvae_switch_can_be_turned_off(switch):
     assert math.isfinite(out["loss"].item())
 
 
-def test_spectral_regularization_can_be_turned_off():
-    assert hvae(spectral=0.01).penalty().item() > 0
-    assert float(hvae(spectral=0.0).penalty()) == 0.0
+def test_the_regularizers_can_be_turned_off():
+    assert hvae(spectral=0.01, bn_penalty=0.0).penalty().item() > 0
+    assert hvae(spectral=0.0, bn_penalty=0.01).penalty().item() > 0
+    assert float(hvae(spectral=0.0, bn_penalty=0.0).penalty()) == 0.0
 
 
-def test_spectral_penalty_estimates_the_largest_singular_value():
-    model = hvae(spectral=1.0)
-    for _ in range(30):  # power iterations converge
-        penalty = model.penalty()
+def largest_singular_values(model) -> torch.Tensor:
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    exact = sum(torch.linalg.matrix_norm(c.weight.flatten(1), ord=2) for c in convs)
-    torch.testing.assert_close(penalty, exact, rtol=1e-3, atol=0)
+    return sum(torch.linalg.matrix_norm(c.weight.flatten(1), ord=2) for c in convs)
+
+
+def test_spectral_penalty_estimates_the_largest_singular_value_from_the_first_step():
+    """NVAE's schedule: 4 power iterations per step, 40 on the first from the random start, so
+    the very first penalty is already the sum of sigma_max (1 iteration from random is not)."""
+    model = hvae(spectral=1.0, bn_penalty=0.0)
+    torch.testing.assert_close(model.penalty(), largest_singular_values(model), rtol=5e-3, atol=0)
+    for _ in range(5):
+        penalty = model.penalty()
+    torch.testing.assert_close(penalty, largest_singular_values(model), rtol=1e-3, atol=0)
+    one = hvae(spectral=1.0, bn_penalty=0.0, power_iterations=1)
+    one.spectral_started.fill_(True)  # no warm-up: one iteration from the random start
+    assert one.penalty() < 0.9 * largest_singular_values(one)
+
+
+def test_batchnorm_penalty_is_the_largest_scale_of_every_batchnorm():
+    model = hvae(spectral=0.0, bn_penalty=0.5)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for i, bn in enumerate(norms):
+            bn.weight.fill_(0.1).__setitem__(0, -(i + 1.0))  # the largest |scale| of BN i is i + 1
+    penalty = model.penalty()
+    assert penalty.item() == pytest.approx(0.5 * sum(i + 1.0 for i in range(len(norms))))
+    penalty.backward()
+    assert all(bn.weight.grad[0] == -0.5 for bn in norms)
+
+
+@pytest.mark.parametrize("clamp", [5.0, 0.0])
+def test_soft_clamp_bounds_every_gaussians_mean_and_log_std(clamp):
+    model = hvae(soft_clamp=clamp)
+    with torch.no_grad():
+        for conv in [*model.posteriors, *model.priors]:
+            conv[1].weight.mul_(1000)
+        _, record = model.top_down(4, model.bottom_up(binary_images(4)))
+    params = torch.cat([t.flatten() for _, p, q in record for t in (*p, *q)])
+    means = torch.cat([t.flatten() for _, p, q in record for t in (p[0], q[0])])
+    logvars = torch.cat([t.flatten() for _, p, q in record for t in (p[1], q[1])])
+    bounded = bool(means.abs().max() <= 5 and logvars.abs().max() <= 10)
+    assert bounded == bool(clamp), params.abs().max()

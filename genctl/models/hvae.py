@@ -13,8 +13,12 @@ KL is a sum of per-group KLs, each analytic given the samples above it.
 
 Switches for ablation: ``residual_posterior`` (NVAE eq. 2: q as a shift and rescaling of the prior,
 mu_q = mu_p + d_mu, sigma_q = sigma_p * d_sigma, instead of its own parameters), ``separable``
-generative cells, ``batchnorm``, ``se``, ``spectral`` (the spectral-regularization weight). KL
-warm-up and balancing across groups are options of ``loss=elbo``. Binarized data get a Bernoulli
+generative cells, ``batchnorm``, ``se``, ``spectral`` (the spectral-regularization weight) and its
+``power_iterations``, ``bn_penalty`` (NVAE's penalty on BatchNorm scales) and ``soft_clamp`` (NVAE's
+c * tanh(. / c) on every Gaussian's mean and log standard deviation). KL warm-up and balancing
+across groups are options of ``loss=elbo``. Not taken from NVAE: weight normalization (its
+convolutions carry it; here BatchNorm and the spectral term do that work) and residual cells that
+change resolution (here a strided convolution down, a transposed one up). Binarized data get a Bernoulli
 decoder, 8-bit data a discretized logistic mixture (``mixtures`` components).
 
 With one group (``scales: 1``, ``groups_per_scale: 1``) this is a plain conv VAE: :meth:`encode` and
@@ -30,7 +34,7 @@ from torch import nn
 
 from genctl.models.base import MODELS
 from genctl.models.latent import LatentVariableModel
-from genctl.nn.cells import Cell, add_spectral_state, spectral_penalty
+from genctl.nn.cells import Cell, add_spectral_state, batchnorm_penalty, spectral_penalty
 from genctl.nn.gaussian import kl_normal, log_normal, reparametrize
 from genctl.nn.likelihoods import Bernoulli, DiscretizedLogisticMixture
 
@@ -63,17 +67,25 @@ class HVAE(LatentVariableModel):
         se: bool,
         residual_posterior: bool,
         spectral: float,
+        power_iterations: int,
+        bn_penalty: float,
+        soft_clamp: float,
         mixtures: int,
     ) -> None:
         super().__init__(data_shape, binary)
         colors, height, width = self.data_shape
-        if scales < 1 or groups_per_scale < 1 or cells < 0 or channels < 1 or latent_channels < 1 or spectral < 0:
-            raise ValueError("scales, groups_per_scale, channels, latent_channels must be >= 1; cells, spectral >= 0")
+        counts = (scales, groups_per_scale, channels, latent_channels, power_iterations)
+        if min(counts) < 1 or min(cells, spectral, bn_penalty, soft_clamp) < 0:
+            raise ValueError(
+                "scales, groups_per_scale, channels, latent_channels, power_iterations must be >= 1; "
+                "cells, spectral, bn_penalty, soft_clamp >= 0"
+            )
         if height % 2**scales or width % 2**scales:
             raise ValueError(f"{scales} scales halve H and W {scales} times: {height}x{width} is not divisible by {2**scales}")
         self.likelihood = Bernoulli() if binary else DiscretizedLogisticMixture(mixtures)
         self.residual_posterior = residual_posterior
-        self.spectral = spectral
+        self.spectral, self.power_iterations = spectral, power_iterations
+        self.bn_penalty, self.soft_clamp = bn_penalty, soft_clamp
         groups = scales * groups_per_scale
         # scale of each group, top-down: 0 is the coarsest (H / 2**scales)
         self.group_scale = [g // groups_per_scale for g in range(groups)]
@@ -122,18 +134,25 @@ class HVAE(LatentVariableModel):
                 features.append(h)
         return features[::-1]
 
+    def clamped(self, mean: torch.Tensor, logvar: torch.Tensor) -> Gaussian:
+        """NVAE's soft clamp, c * tanh(. / c), of the mean and the log standard deviation: no
+        Gaussian far out or extremely narrow early in training, where the KL would explode."""
+        if not self.soft_clamp:
+            return mean, logvar
+        c = self.soft_clamp
+        return c * torch.tanh(mean / c), 2 * c * torch.tanh(logvar / (2 * c))
+
     def prior(self, g: int, h: torch.Tensor) -> Gaussian:
         if g == 0:
             zeros = h.new_zeros(len(h), *self.group_shapes[0])
             return zeros, zeros
-        mean, logvar = self.priors[g - 1](h).chunk(2, 1)
-        return mean, logvar
+        return self.clamped(*self.priors[g - 1](h).chunk(2, 1))
 
     def posterior(self, g: int, h: torch.Tensor, feature: torch.Tensor, prior: Gaussian) -> Gaussian:
         mean, logvar = self.posteriors[g](torch.cat([h, feature], 1)).chunk(2, 1)
         if self.residual_posterior:
-            return prior[0] + mean, prior[1] + logvar
-        return mean, logvar
+            mean, logvar = prior[0] + mean, prior[1] + logvar
+        return self.clamped(mean, logvar)
 
     def top_down(
         self,
@@ -184,7 +203,12 @@ class HVAE(LatentVariableModel):
         return torch.tensor([float(math.prod(shape)) for shape in self.group_shapes])
 
     def penalty(self) -> torch.Tensor:
-        return self.spectral * spectral_penalty(self) if self.spectral else super().penalty()
+        total = super().penalty()
+        if self.spectral:
+            total = total + self.spectral * spectral_penalty(self, self.power_iterations)
+        if self.bn_penalty:
+            total = total + self.bn_penalty * batchnorm_penalty(self)
+        return total
 
     def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
         """Mean of p(x | z) with every group drawn from its prior at ``temperature`` (NVAE's
