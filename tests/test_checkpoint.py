@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 
 import pytest
 import torch
 
 from genctl.errors import GenctlError
 from genctl.runs import atomic, checkpoint
+from genctl.runs.atomic import atomic_write
 from genctl.runs.checkpoint import load_checkpoint, restore_model, save_checkpoint
 
 
@@ -111,3 +114,12 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, mon
     monkeypatch.undo()
     assert int(load_checkpoint(path)["value"]) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_written_files_take_the_users_umask_not_a_temp_files_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "metrics.json", lambda f: f.write(b"{}"), "a run record")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644

@@ -22,6 +22,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], what: str) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make run folders unreadable to others
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -34,6 +35,13 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], what: str) -> N
             kept = f"the previous {path.name} is intact" if path.is_file() else f"no {path.name} was written before"
             raise GenctlError(f"cannot write {what} {path}: {full}; {kept}; free some space and run it again") from e
         raise
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; put straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _disk_full(e: BaseException) -> str | None:
