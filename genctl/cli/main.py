@@ -18,8 +18,8 @@ from genctl.errors import GenctlError
 
 SUBCOMMANDS = {
     "train": "train a model; writes a run folder (config, checkpoints, TensorBoard, samples, metrics.json)",
-    "eval": "test NLL in nats and bits/dim (or MSE) of a checkpoint: genctl eval ckpt=RUN_OR_PT",
-    "sample": "image grid from a checkpoint: genctl sample ckpt=RUN_OR_PT n=64 [mode=reconstruct|interpolate]",
+    "eval": "test NLL in nats and bits/dim (or MSE) of a checkpoint: genctl eval ckpt=RUN|PT|EXPORT",
+    "sample": "image grid from a checkpoint: genctl sample ckpt=RUN|PT|EXPORT n=64 [mode=reconstruct|interpolate]",
     "compare": "one table and figure of finished runs: genctl compare RUN_OR_SWEEP [...] [--out DIR]",
     "export": "weights (safetensors), config and model card, no pickle: genctl export ckpt=RUN [out=DIR]",
 }
@@ -93,7 +93,10 @@ def _rank_args(args: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(usage())
+        try:
+            print(usage(), flush=True)
+        except BrokenPipeError:  # `genctl --help | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if args[0] in ("-V", "--version"):
         print(f"genctl {__version__}")
