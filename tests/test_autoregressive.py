@@ -128,7 +128,7 @@ def test_tiny_fvsbn_is_normalized_and_its_samples_follow_its_conditionals():
 
 
 @pytest.mark.parametrize("shape, binary", SHAPES)
-@pytest.mark.parametrize("key", [k for k in TINY_AR if "pixel" in k or k == "nade"])
+@pytest.mark.parametrize("key", [k for k in TINY_AR if "pixel" in k or k in ("nade", "made", "made_1mask")])
 def test_fast_sampling_gives_the_reference_samplers_images(key, shape, binary):
     """Same seed, same conditionals and images: fast=True (caches or crops) against one full
     pass per value. The conditionals are compared, not only the draws: a fresh model's
@@ -145,7 +145,7 @@ def test_fast_sampling_gives_the_reference_samplers_images(key, shape, binary):
             model.draw = lambda logits, t, fast=fast: seen[fast].append(logits.clone()) or draw(logits, t)
             torch.manual_seed(3)
             images[fast] = model.complete(start, 0, fast=fast)
-    assert len(seen[True]) == len(seen[False]) == math.prod(shape)
+    assert len(seen[True]) == len(seen[False]) >= math.prod(shape)  # one draw per value (per mask group for MADE)
     for step, (a, b) in enumerate(zip(seen[True], seen[False])):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9, msg=f"value {step}")
     assert torch.equal(images[True], images[False])
