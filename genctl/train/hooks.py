@@ -1,5 +1,5 @@
 """What training shows and writes on the side: the progress bar, TensorBoard scalars and image
-grids, history.jsonl and the per-epoch log line.
+grids, history.jsonl and the per-epoch log line (the experiment trackers: ``genctl.train.trackers``).
 
 Hooks are attached on rank 0 only (``genctl.train.build``), so the loop calls them at fixed
 points without asking which rank it is on. Every event of :class:`Hook` does nothing; a hook
@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,10 @@ class Hook:
     def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
         """After the last step and the last validation and checkpoint; ``stop``: why training ended."""
 
+    def on_failure(self, trainer: Trainer, error: BaseException) -> None:
+        """Training ended with ``error`` (a Ctrl-C or signal, a non-finite loss, a bug) instead of
+        ``on_train_end``, or in it; the error goes on to the caller after every hook has seen it."""
+
 
 @dataclass(frozen=True)
 class ImageGrids:
@@ -66,6 +70,15 @@ class ImageGrids:
     num_samples: int
     num_reconstructions: int
     seed: int
+    drawn: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def at_step(self, step: int) -> dict[str, torch.Tensor]:
+        """The grids of training step ``step``, drawn once for all the hooks that show them
+        (TensorBoard and the trackers): sampling an autoregressive model is slow."""
+        if step not in self.drawn:
+            self.drawn.clear()
+            self.drawn[step] = self.draw()[0]
+        return self.drawn[step]
 
     def draw(self) -> tuple[dict[str, torch.Tensor], float | None]:
         """The grids by name, and samples per second (None for a model that does not sample)."""
@@ -122,7 +135,7 @@ class TensorBoard(Hook):
             self.writer.add_scalar(f"{split}/{name}", value, trainer.progress.step)
 
     def on_images(self, trainer: Trainer) -> None:
-        for name, grid in self.grids.draw()[0].items():
+        for name, grid in self.grids.at_step(trainer.progress.step).items():
             self.writer.add_image(name, make_grid(grid), trainer.progress.step)
 
     def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
