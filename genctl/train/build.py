@@ -30,6 +30,7 @@ from genctl.train.optim import build_optimizer, build_schedule
 from genctl.train.report import Report
 from genctl.train.state import Progress
 from genctl.train.step import LossStep, TrainStep
+from genctl.train.trackers import chosen_loggers, trackers
 from genctl.train.validation import Validation
 
 log = logging.getLogger("genctl")
@@ -106,8 +107,10 @@ def build_step(
 
 def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = None) -> Trainer:
     """Everything ``cfg`` describes, built and resumed where ``cfg.resume`` says. Rank 0 gets
-    ``hooks``, by default the progress bar, TensorBoard, history, log lines and the final report."""
+    ``hooks``, by default the progress bar, history, log lines, the final report and the loggers
+    of ``cfg.logger`` (TensorBoard, MLflow, W&B)."""
     opts = trainer_options(cfg)
+    loggers = chosen_loggers(cfg.logger, cfg.tracking) if hooks is None else []
     distributed.init()
     rank, world = distributed.rank(), distributed.world_size()
     device = resolve_device(opts.device)
@@ -151,13 +154,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
         max_seconds=opts.max_time * 60 if opts.max_time else None,
         clock=opts.clock,
     )
+    meta = {"config": OmegaConf.to_container(cfg, resolve=True), "data_shape": list(data.shape), "binary": data.binary}
     if hooks is None:
         grids = ImageGrids(scored, val.x, opts.num_samples, opts.num_reconstructions, opts.seed)
         test = build("eval", EvalOptions, cfg.eval) if opts.test_at_end else None
         report = Report(run_dir, str(cfg.model.name), data, labels["test"], grids, device, test)
-        # the report publishes the test numbers: it ends before TensorBoard closes
-        hooks = [ProgressBar(), History(run_dir / "history.jsonl"), EpochLog(), report, TensorBoard(run_dir / "tb", grids)]
-    meta = {"config": OmegaConf.to_container(cfg, resolve=True), "data_shape": list(data.shape), "binary": data.binary}
+        # the report publishes the test numbers and the final grids: it ends before the loggers close
+        hooks = [ProgressBar(), History(run_dir / "history.jsonl"), EpochLog(), report]
+        hooks += [TensorBoard(run_dir / "tb", grids)] if "tensorboard" in loggers else []
+        hooks += trackers(loggers, cfg.tracking, meta["config"], run_dir, grids)
     trainer = Trainer(model, loss_fn, step, batches, lr, val, schedule, run_dir, meta, hooks if rank == 0 else [])
     resume = cfg.resume or distributed.restart_checkpoint(run_dir)
     if resume:
@@ -188,7 +193,11 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
             trainer = build_trainer(cfg, run_dir)
             start = trainer.progress.step
             return trainer.fit()
-    except KeyboardInterrupt:
+    except BaseException as e:
+        if trainer is not None:
+            trainer.emit("on_failure", e)  # the trackers mark their run failed, or killed
+        if not isinstance(e, KeyboardInterrupt):
+            raise
         if trainer is not None and trainer.progress.step > start:
             raise KeyboardInterrupt(
                 f"interrupted after training, before its report was written: the checkpoints in {run_dir} are complete; "

@@ -1,0 +1,175 @@
+"""Experiment trackers chosen by ``logger=[...]``: MLflow, and W&B offline."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from genctl.errors import GenctlError
+from genctl.runs.record import FILENAME
+from genctl.train.loop import Interrupted
+from genctl.train.trackers import chosen_loggers
+from tests.conftest import TINY, one_line_error
+
+SCALARS = ("train/loss", "val/loss", "test/nll_iwae")
+QUICK = [*TINY, "trainer.max_steps=2"]
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """A file store in tmp_path: MLflow 3 refuses one without MLFLOW_ALLOW_FILE_STORE, and a fresh
+    SQLite store (the default) spends seconds creating its tables (test_the_default_store_is_sqlite)."""
+    pytest.importorskip("mlflow", reason="needs genctl[track]")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    return f"file:{tmp_path / 'mlruns'}"
+
+
+def mlflow_runs(uri: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    return client.search_runs([client.get_experiment_by_name("genctl").experiment_id])
+
+
+def test_mlflow_beside_tensorboard_gets_scalars_params_and_images(cli, tmp_path, mlflow_store):
+    from mlflow import MlflowClient
+
+    code, _, err = cli(
+        "train", *QUICK, "logger=[tensorboard,mlflow]", f"tracking.mlflow.tracking_uri={mlflow_store}", "hydra.run.dir=run"
+    )
+    assert code == 0, err
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+    (run,) = mlflow_runs(mlflow_store)
+    record = json.loads((tmp_path / "run" / FILENAME).read_text())
+    assert run.info.status == "FINISHED" and run.info.run_name == "run"
+    assert run.data.metrics["test/nll_iwae"] == pytest.approx(record["test"]["nll_iwae"]["nats"])
+    assert run.data.metrics["val/loss"] == pytest.approx(record["best_val_loss"])
+    client = MlflowClient(mlflow_store)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [record["steps"]]
+    assert set(SCALARS) <= set(run.data.metrics)
+    assert run.data.params["model.name"] == "vae" and run.data.params["model.hidden"] == "[32]"
+    assert not any(key.startswith("tracking.") for key in run.data.params)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"samples.png", "reconstructions.png", FILENAME, "images"} <= artifacts
+    steps = [a.path for a in client.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
+    assert any(f"samples+step+{record['steps']}+" in path for path in steps)
+
+
+def test_mlflow_alone_writes_no_tensorboard_folder(cli, tmp_path, mlflow_store):
+    code, _, err = cli("train", *QUICK, "logger=[mlflow]", f"tracking.mlflow.tracking_uri={mlflow_store}", "hydra.run.dir=run")
+    assert code == 0, err
+    assert not (tmp_path / "run" / "tb").exists() and (tmp_path / "run" / FILENAME).is_file()
+    assert [run.info.status for run in mlflow_runs(mlflow_store)] == ["FINISHED"]
+
+
+@pytest.mark.parametrize(
+    "error, status", [(ZeroDivisionError("a bug mid-epoch"), "FAILED"), (Interrupted("stopped by SIGTERM"), "KILLED")]
+)
+def test_a_training_that_ends_in_an_error_marks_its_mlflow_run(cli, mlflow_store, monkeypatch, error, status):
+    from genctl.train import build
+
+    def broken(self, signals):
+        raise error
+
+    monkeypatch.setattr(build.Trainer, "run_epoch", broken)
+    code, _, _ = cli("train", *TINY, "logger=[mlflow]", f"tracking.mlflow.tracking_uri={mlflow_store}", "hydra.run.dir=run")
+    assert code != 0
+    assert [run.info.status for run in mlflow_runs(mlflow_store)] == [status]
+
+
+@pytest.mark.slow
+def test_the_default_store_is_sqlite_where_genctl_runs(cli, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="needs genctl[track]")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, _, err = cli("train", *QUICK, "logger=[mlflow]", "hydra.run.dir=run")
+    assert code == 0, err
+    assert (tmp_path / "mlflow.db").is_file()
+    (run,) = mlflow_runs("sqlite:///mlflow.db")
+    assert set(SCALARS) <= set(run.data.metrics)
+    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(tmp_path / "mlruns")
+
+
+def wandb_records(path: Path) -> list:
+    """The records of an offline W&B run's ``.wandb`` file: a 7-byte header, then LevelDB's log
+    format (32 KiB blocks of chunks, each with a 7-byte header: crc, length, type)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, records, chunk, pos = path.read_bytes(), [], b"", 7
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0:
+            break
+        chunk, pos = chunk + data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            records.append(wandb_internal_pb2.Record.FromString(chunk))
+            chunk = b""
+    return records
+
+
+def test_wandb_offline_run_holds_the_same_scalars_and_the_config(cli, tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="needs genctl[track]")
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = [
+        "logger=[tensorboard,wandb]",
+        "tracking.wandb.mode=offline",
+        f"tracking.wandb.dir={tmp_path / 'w'}",
+        "hydra.run.dir=run",
+    ]
+    code, _, err = cli("train", *QUICK, *args)
+    assert code == 0, err
+    wandb.teardown()  # W&B's service process may still be writing the finished run's file: wait for it
+    (offline,) = (tmp_path / "w" / "wandb").glob("offline-run-*")
+    records = wandb_records(next(offline.glob("run-*.wandb")))
+    kinds = [r.WhichOneof("record_type") for r in records]
+    history = {
+        "/".join(item.nested_key) or item.key: json.loads(item.value_json)
+        for r in records
+        if r.history
+        for item in r.history.item
+    }
+    record = json.loads((tmp_path / "run" / FILENAME).read_text())
+    assert set(SCALARS) <= set(history) and history["_step"] == record["steps"]
+    assert history["test/nll_iwae"] == pytest.approx(record["test"]["nll_iwae"]["nats"])
+    assert history["samples/_type"] == "image-file"  # an image logged with the scalars of its step
+    (run,) = (r.run for r in records if r.WhichOneof("record_type") == "run")
+    config = {u.key: json.loads(u.value_json) for u in run.config.update}
+    assert config["model"]["name"] == "vae" and "tracking" not in config
+    assert run.display_name == "run"
+    assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [0] and kinds[-1] == "exit"
+    assert {"samples.png", FILENAME} <= {p.name for p in (offline / "files").iterdir()}
+
+
+def test_an_unknown_logger_lists_the_valid_ones(cli):
+    code, _, err = cli("train", *TINY, "logger=[tensorboard,mlfow]")
+    assert one_line_error(code, err).endswith(
+        "unknown logger 'mlfow'; choose from: tensorboard, mlflow, wandb (e.g. logger=[tensorboard,mlflow])"
+    )
+
+
+@pytest.mark.parametrize("package", ["mlflow", "wandb"])
+def test_a_missing_tracker_package_names_the_pip_command(cli, monkeypatch, package):
+    monkeypatch.setitem(sys.modules, package, None)  # what `import mlflow` finds when it is not installed
+    code, _, err = cli("train", *TINY, f"logger=[tensorboard,{package}]")
+    assert one_line_error(code, err).endswith(
+        f"logger={package} needs the {package} package, which is not installed: pip install 'genctl[track]'"
+    )
+
+
+def test_a_database_store_without_sqlalchemy_says_what_to_install(monkeypatch):
+    pytest.importorskip("mlflow", reason="needs genctl[track]")
+    tracking = OmegaConf.load(Path(__file__).parents[1] / "configs" / "train.yaml").tracking
+    monkeypatch.setitem(sys.modules, "sqlalchemy", None)
+    with pytest.raises(GenctlError, match=r"is a database store, which needs sqlalchemy.*: pip install sqlalchemy"):
+        chosen_loggers(["mlflow"], OmegaConf.merge(tracking, {"mlflow": {"tracking_uri": "sqlite:///x.db"}}))
+    assert chosen_loggers("tensorboard", tracking) == ["tensorboard"]
