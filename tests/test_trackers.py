@@ -1,4 +1,4 @@
-"""Experiment trackers chosen by ``logger=[...]``: MLflow, and W&B offline."""
+"""Experiment trackers chosen by ``logger=[...]`` (MLflow, W&B offline), and a sweep in TensorBoard's HParams tab."""
 
 from __future__ import annotations
 
@@ -173,3 +173,37 @@ def test_a_database_store_without_sqlalchemy_says_what_to_install(monkeypatch):
     with pytest.raises(GenctlError, match=r"is a database store, which needs sqlalchemy.*: pip install sqlalchemy"):
         chosen_loggers(["mlflow"], OmegaConf.merge(tracking, {"mlflow": {"tracking_uri": "sqlite:///x.db"}}))
     assert chosen_loggers("tensorboard", tracking) == ["tensorboard"]
+
+
+def event_file(folder: Path):
+    """The event files of one TensorBoard run, read."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return events
+
+
+def test_a_sweep_has_an_hparams_session_per_job_failed_ones_marked(cli, tmp_path):
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    sweep = tmp_path / "sweep"
+    code, _, _ = cli("train", "-m", "model.latent_dim=4,0,2", *QUICK, f"hydra.sweep.dir={sweep}")
+    assert code == 1  # job 1 failed, and is a session too
+    content = event_file(sweep / "hparams").SummaryMetadata(metadata.EXPERIMENT_TAG).plugin_data.content
+    experiment = metadata.parse_experiment_plugin_data(content)
+    (latent,) = experiment.hparam_infos  # only what the sweep varied: not debug=tiny, trainer.max_steps
+    assert latent.name == "model.latent_dim" and latent.type == api_pb2.DATA_TYPE_FLOAT64
+    assert list(latent.domain_discrete) == [0, 2, 4]
+    tags = [m.name.tag for m in experiment.metric_infos]
+    assert tags[:3] == ["best_val_loss", "test/nll_elbo", "test/nll_elbo_bits_per_dim"] and "test/nll_iwae" in tags
+    jobs = {job: event_file(sweep / "hparams" / job) for job in ("0", "1", "2")}
+    for job, latent_dim, status in (("0", 4, api_pb2.STATUS_SUCCESS), ("1", 0, api_pb2.STATUS_FAILURE)):
+        start = jobs[job].SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
+        assert metadata.parse_session_start_info_plugin_data(start).hparams["model.latent_dim"].number_value == latent_dim
+        end = jobs[job].SummaryMetadata(metadata.SESSION_END_INFO_TAG).plugin_data.content
+        assert metadata.parse_session_end_info_plugin_data(end).status == status
+    record = json.loads((sweep / "2" / FILENAME).read_text())
+    assert jobs["2"].Scalars("best_val_loss")[-1].value == pytest.approx(record["best_val_loss"])
+    assert jobs["2"].Scalars("test/nll_iwae_bits_per_dim")[-1].value == pytest.approx(record["test"]["nll_iwae"]["bits_per_dim"])
+    assert jobs["1"].Tags()["scalars"] == []
