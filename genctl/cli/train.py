@@ -33,9 +33,8 @@ def main(cfg: DictConfig) -> float:
         if hydra_cfg.mode != RunMode.MULTIRUN or getattr(e, "exit_code", 2) == 130:
             raise  # a single run: one line and exit code 2 for a user error, the traceback for a bug; Ctrl-C ends a sweep
         return job_failed(run_dir, e)
-    log.info(
-        "done: checkpoints, samples, TensorBoard logs (tensorboard --logdir %s) and metrics.json in %s", run_dir / "tb", run_dir
-    )
+    logs = f"TensorBoard logs (tensorboard --logdir {run_dir / 'tb'}) and " if "tensorboard" in cfg.logger else ""
+    log.info("done: checkpoints, samples, %smetrics.json in %s", logs, run_dir)
     return float(progress.best_val)  # what sweepers minimize
 
 
