@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun (genctl/train/distributed.py): two CPU processes (gloo)
+"""Data-parallel training under torchrun (genctl/distributed.py): two CPU processes (gloo)
 take the same steps as one process with the same global batch, only rank 0 writes, and a launch
 whose worker is killed restarts by itself and continues to the parameters an uninterrupted one ends with."""
 

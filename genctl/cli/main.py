@@ -78,8 +78,8 @@ def _resume_args(args: list[str]) -> list[str]:
 def _rank_args(args: list[str]) -> list[str]:
     """Under torchrun every rank runs this: one run folder for all, named by rank 0 and written by it
     alone. Attempts that torchrun restarts (``--max-restarts``) get the first attempt's folder, where
-    training continues from last.pt (``genctl.train.distributed.restart_checkpoint``)."""
-    from genctl.train import distributed  # imports torch: only for multi-process runs
+    training continues from last.pt (``genctl.distributed.restart_checkpoint``)."""
+    from genctl import distributed  # imports torch: only for multi-process runs
 
     distributed.init()
     if not any(a.startswith("hydra.run.dir=") for a in args):

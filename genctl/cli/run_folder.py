@@ -32,8 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from genctl.cli.errors import describe
+from genctl.distributed import restart_count
 from genctl.errors import GenctlError
-from genctl.train.distributed import restart_count
 
 # Settings a resume replays from RUN/.hydra/overrides.yaml: genctl's config groups and their keys.
 REPLAYED = ("model", "dataset", "optim", "loss", "trainer", "eval", "experiment", "debug", "paths")
@@ -125,7 +125,7 @@ def claim_run_folder(cfg: DictConfig, multirun: bool) -> None:
 
     Every torchrun worker checks before the workers meet, so none has written yet and all agree.
     A restarted job (torchrun's restarts, SLURM's requeues) continues in the folder its first attempt
-    was let into (``genctl.train.distributed.restart_checkpoint``).
+    was let into (``genctl.distributed.restart_checkpoint``).
     """
     if restart_count() > 0:
         return

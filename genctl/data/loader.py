@@ -20,7 +20,7 @@ class Batches:
     run stopped mid-epoch resumes on exactly the batch it would have drawn next.
 
     ``shard=(rank, world)``: data-parallel training. Every rank draws the same global batch and
-    keeps images rank, rank + world, ... of it (``genctl.train.distributed``).
+    keeps images rank, rank + world, ... of it (``genctl.distributed``).
     """
 
     def __init__(

@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
+from genctl import distributed
 from genctl.config import build
 from genctl.data import Batches, load_dataset
 from genctl.errors import GenctlError
@@ -22,7 +23,6 @@ from genctl.models import GenerativeModel, build_model
 from genctl.models.base import is_conditional
 from genctl.runs.checkpoint import resolve_checkpoint
 from genctl.runtime import resolve_device, seed_everything
-from genctl.train import distributed
 from genctl.train.ema import EMA
 from genctl.train.hooks import EpochLog, History, Hook, ImageGrids, ProgressBar, TensorBoard
 from genctl.train.loop import Schedule, Trainer

@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
+from genctl import distributed
 from genctl.data import Batches
 from genctl.errors import GenctlError
 from genctl.losses import Loss
 from genctl.models import GenerativeModel
 from genctl.runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from genctl.train import distributed
 from genctl.train.hooks import Hook
 from genctl.train.optim import LRSchedule
 from genctl.train.state import Progress, Stopwatch, capture, restore

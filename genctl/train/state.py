@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from genctl import distributed
 from genctl.data import Batches
-from genctl.train import distributed
 from genctl.train.optim import LRSchedule
 
 if TYPE_CHECKING:

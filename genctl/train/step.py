@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genctl import distributed
 from genctl.losses import Loss
 from genctl.models import GenerativeModel
-from genctl.train import distributed
 from genctl.train.ema import EMA
 from genctl.train.state import Progress
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
+from genctl import distributed
 from genctl.data import Batches
 from genctl.eval.evaluate import evaluating
 from genctl.losses import Loss
 from genctl.models import GenerativeModel
-from genctl.train import distributed
 
 
 @dataclass(frozen=True)
