@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -14,21 +14,32 @@ from genctl.data.loader import Batches
 from genctl.eval.estimators import estimates
 from genctl.models.base import GenerativeModel
 
+METRICS = ("nll", "fid")  # what genctl eval can measure: likelihood, sample quality (genctl.eval.quality)
+
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """``configs/eval/*.yaml``, checked: how likelihoods are estimated and on which split."""
+    """``configs/eval/*.yaml``, checked: what is measured, how likelihoods are estimated, on which split."""
 
     k: int
     chunk: int
     batch_size: int
     split: Literal["test", "val", "train"]
     seed: int
+    metrics: list[str] = field(default_factory=lambda: ["nll"])
+    num_samples: int = 10000
 
     def __post_init__(self) -> None:
         for name in ("k", "chunk", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown or not self.metrics:
+            raise ValueError(
+                f"metrics={list(self.metrics)} is not valid: choose one or more of {', '.join(METRICS)}, e.g. [nll,fid]"
+            )
+        if self.num_samples < 4:  # precision/recall need more points than the 3 neighbours that set a radius
+            raise ValueError(f"num_samples must be >= 4, got {self.num_samples}")
 
 
 @contextmanager
