@@ -2,7 +2,8 @@
 
 Every folder under the arguments that holds a ``metrics.json`` is a run (so a multirun sweep
 folder works as is). Prints one Markdown table (model, dataset, parameters, epochs, wall time,
-test NLL in nats, bits/dim, the estimator, samples/s), writes it as ``compare.md`` and
+test NLL in nats, bits/dim, the estimator, samples/s; and where any run has them, the sample
+quality genctl eval eval.metrics=[fid] filed), writes it as ``compare.md`` and
 ``compare.csv``, and draws ``compare.png``: validation loss against wall time for each run
 (from its ``history.jsonl``) above a row of the runs' sample grids.
 
@@ -21,6 +22,14 @@ from typing import Any
 from genctl.cli.sweep import markdown_table
 from genctl.errors import GenctlError
 from genctl.runs.record import FILENAME, RunRecord
+
+# genctl eval eval.metrics=[fid] files these as sample_quality_test@<checkpoint> (genctl.eval.quality.quality_name)
+QUALITY = "sample_quality_test"
+QUALITY_COLUMNS = {"fid_clf": "fid_clf", "precision_clf": "precision_clf", "recall_clf": "recall_clf", "n_fake": "fid_samples"}
+QUALITY_NOTE = (
+    "fid_clf, precision_clf, recall_clf: FID and precision/recall (k=3) of fid_samples samples against the test split "
+    "in the feature space of genctl's own classifier for the dataset, not Inception FIDs; compare them at equal fid_samples."
+)
 
 
 def find_runs(paths: list[str]) -> list[Path]:
@@ -48,7 +57,8 @@ def history(run: Path) -> list[dict[str, Any]]:
 def compare_row(run: Path, label: str) -> dict[str, Any]:
     record = RunRecord.read(run)
     nll = record.best_nll()
-    return {
+    quality = record.evaluation(QUALITY)
+    row = {
         "run": label,
         "model": record.model,
         "dataset": record.dataset,
@@ -60,6 +70,9 @@ def compare_row(run: Path, label: str) -> dict[str, Any]:
         "estimator": nll.estimator if nll else "-",
         "samples_per_s": record.samples_per_s,
     }
+    if quality is not None:
+        row.update({column: quality.metrics.get(key) for key, column in QUALITY_COLUMNS.items()})
+    return row
 
 
 def labels_for(runs: list[Path]) -> list[str]:
@@ -121,10 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"genctl compare: error: {e}", file=sys.stderr)
         return 2
     table = markdown_table(rows)
+    if any("fid_clf" in row for row in rows):
+        table += "\n\n" + QUALITY_NOTE
     print(table)
     (out / "compare.md").write_text(table + "\n")
     with open(out / "compare.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
     written = [out / "compare.md", out / "compare.csv"]
