@@ -92,6 +92,14 @@ def init() -> None:
         ) from e
 
 
+def local_device(device: torch.device) -> torch.device:
+    """This process's device: under torchrun on GPUs each rank takes its own (LOCAL_RANK), not
+    ``cuda`` (the first GPU) for all."""
+    if device.type == "cuda" and world_size() > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
 def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from genctl.runs.checkpoint import load_checkpoint
@@ -82,3 +83,26 @@ def test_a_killed_worker_restarts_and_ends_with_the_parameters_of_an_uninterrupt
     assert expected["model"].keys() == restarted["model"].keys()
     for name, value in expected["model"].items():
         assert torch.equal(restarted["model"][name], value), name
+
+
+def genctl_eval(args: list[str], cwd: Path, processes: int) -> dict:
+    """``genctl eval`` in one process or under torchrun; the test@best.pt entry it filed."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command = [*(launcher if processes > 1 else [sys.executable]), "-m", "genctl", "eval", *args]
+    out = subprocess.run(
+        command, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads((cwd / "run" / "metrics.json").read_text())["test@best.pt"]
+
+
+def test_two_process_evaluation_equals_the_one_process_one(tmp_path):
+    """Each rank scores every other batch with the batch's own random stream; the shares add up to
+    the one-process means (IWAE included), and only rank 0 writes."""
+    trained = genctl_train(["debug=tiny", "trainer.max_steps=3", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    args = [f"ckpt={tmp_path / 'run'}", "eval.k=8", "eval.batch_size=64"]  # 500 test digits: 8 batches, the last one short
+    one, two = genctl_eval(args, tmp_path, 1), genctl_eval(args, tmp_path, 2)
+    for name in ("nll_iwae", "nll_elbo"):
+        assert two[name]["nats"] == pytest.approx(one[name]["nats"], rel=1e-9), name
+    assert one["nll_iwae"]["nats"] != pytest.approx(one["nll_elbo"]["nats"], rel=1e-6)  # posterior noise is in play

@@ -12,6 +12,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from genctl import distributed
 from genctl.cli.errors import exit_on_user_error
 from genctl.config import build, config_dir, hydra_version_base
 from genctl.data import load_dataset
@@ -32,6 +33,8 @@ log = logging.getLogger("genctl")
 @exit_on_user_error("eval")
 def main(cfg: DictConfig) -> None:
     e = build("eval", EvalOptions, cfg.eval)
+    distributed.init()  # under torchrun every process scores its share of the batches; rank 0 reports
+    rank, world = distributed.rank(), distributed.world_size()
     path, state, model, train_cfg = open_checkpoint(cfg)
     if "fid" in e.metrics:  # refused before the likelihood's minutes are spent
         if not isinstance(model, Sampler):
@@ -48,9 +51,14 @@ def main(cfg: DictConfig) -> None:
     filed: dict[str, tuple[Evaluation, str]] = {}
     if "nll" in e.metrics:
         labels = data.labels[e.split] if is_conditional(model) else None
-        means = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, progress=True, labels=labels)
+        share = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, progress=rank == 0, labels=labels, shard=(rank, world))
+        with distributed.lost_peers_in_one_line():
+            shares = distributed.gather(share)
+        means = {name: sum(part[name] for part in shares) for name in share}
         metrics = describe(means, model, e.k)
         filed[evaluation_name(e.split, path.name)] = Evaluation(metrics, about), summarize(metrics)
+    if rank > 0:  # rank 0 draws the samples that sample quality needs, and writes the record
+        return
     if "fid" in e.metrics:
         metrics = sample_quality(model, x, extractor, e.num_samples, e.seed, e.batch_size, progress=True)
         seen = f"{metrics['n_fake']} samples (seed {e.seed}) against {metrics['n_real']} {e.split} images"

@@ -12,8 +12,10 @@ from tqdm.auto import tqdm
 
 from genctl.data.loader import Batches
 from genctl.eval.estimators import estimates
+from genctl.eval.fusion import fold_batchnorm
 from genctl.models.base import GenerativeModel
 
+BATCH_SEED_STRIDE = 1_000_003  # batch i of an evaluation seeded with s draws from seed s * stride + i
 METRICS = ("nll", "fid")  # what genctl eval can measure: likelihood, sample quality (genctl.eval.quality)
 
 
@@ -66,14 +68,28 @@ def evaluate(
     seed: int,
     progress: bool = False,
     labels: torch.Tensor | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, float]:
     """Mean of every estimate (:func:`genctl.eval.estimators.estimates`) over the images ``x``
-    (with their ``labels`` for conditional models)."""
+    (with their ``labels`` for conditional models).
+
+    Each batch draws its posterior samples from a stream of its own (``seed`` and the batch's
+    index), so a batch's numbers do not depend on which process scores it: with ``shard=(rank,
+    world)`` only every world-th batch from ``rank`` on is scored and its share of the mean is
+    returned, and the shares of all ranks add up to the one-process mean (``genctl eval`` under
+    torchrun). BatchNorm is folded into its convolutions first (:mod:`genctl.eval.fusion`).
+    """
+    rank, world = shard
     sums: dict[str, torch.Tensor] = {}
     with evaluating(model, seed):
+        scored = fold_batchnorm(model)
         batches = Batches(x, batch_size, labels=labels)
-        for batch, y in tqdm(batches, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+        shown = tqdm(batches, desc="eval", leave=False, disable=not progress, dynamic_ncols=True)
+        for index, (batch, y) in enumerate(shown):
+            if index % world != rank:
+                continue
+            torch.manual_seed(seed * BATCH_SEED_STRIDE + index)
             y = None if y is None else y.to(model.device)
-            for name, values in estimates(model, batch.to(model.device), k, chunk, y).items():
+            for name, values in estimates(scored, batch.to(model.device), k, chunk, y).items():
                 sums[name] = sums.get(name, 0) + values.double().sum()
     return {name: float(total) / len(x) for name, total in sums.items()}

@@ -22,7 +22,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError, safe_open
 
-from genctl import __version__
+from genctl import __version__, distributed
 from genctl.errors import GenctlError
 from genctl.models.base import GenerativeModel, build_model
 from genctl.runs.atomic import atomic_write
@@ -177,7 +177,7 @@ def restore_model(state: dict[str, Any], path: Path) -> GenerativeModel:
 def open_checkpoint(cfg: DictConfig) -> tuple[Path, dict[str, Any], GenerativeModel, DictConfig]:
     """``genctl eval`` and ``genctl sample``: (checkpoint path, state, model on ``cfg.device``, the
     training config, its dataset root replaced by ``cfg.data_root`` when given)."""
-    device = resolve_device(str(cfg.device))
+    device = distributed.local_device(resolve_device(str(cfg.device)))
     path = resolve_checkpoint(cfg.ckpt, prefer="best.pt")
     state = load_checkpoint(path)
     model = restore_model(state, path).to(device)

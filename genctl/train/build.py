@@ -4,7 +4,6 @@ objects a training run is made of (as ``train(cfg)`` in the lightning-hydra-temp
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -113,9 +112,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
     loggers = chosen_loggers(cfg.logger, cfg.tracking) if hooks is None else []
     distributed.init()
     rank, world = distributed.rank(), distributed.world_size()
-    device = resolve_device(opts.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = distributed.local_device(resolve_device(opts.device))
     if opts.batch_size % world:
         raise GenctlError(f"trainer.batch_size={opts.batch_size} is the global batch: make it divisible by {world} processes")
     seed_everything(opts.seed)
