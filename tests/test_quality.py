@@ -149,3 +149,9 @@ def test_fid_of_a_model_that_cannot_sample_is_one_line(cli, tmp_path):
     assert cli("train", "model=ae", *TINY, f"hydra.run.dir={run}")[0] == 0
     code, _, err = cli("eval", f"ckpt={run}", "eval.metrics=[fid]")
     assert "model 'ae' cannot draw samples, so eval.metrics cannot hold fid" in one_line_error(code, err)
+
+
+def test_training_refuses_fid_in_its_final_test_in_one_line(cli, tmp_path):
+    code, _, err = cli("train", *TINY, "eval.metrics=[nll,fid]", f"hydra.run.dir={tmp_path / 'run'}")
+    assert "for sample quality run genctl eval ckpt=RUN eval.metrics=[nll,fid]" in one_line_error(code, err)
+    assert not (tmp_path / "run" / "last.pt").exists()

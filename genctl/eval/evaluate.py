@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -28,8 +28,8 @@ class EvalOptions:
     batch_size: int
     split: Literal["test", "val", "train"]
     seed: int
-    metrics: list[str] = field(default_factory=lambda: ["nll"])
-    num_samples: int = 10000
+    metrics: list[str]
+    num_samples: int
 
     def __post_init__(self) -> None:
         for name in ("k", "chunk", "batch_size"):

@@ -109,6 +109,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
     ``hooks``, by default the progress bar, history, log lines, the final report and the loggers
     of ``cfg.logger`` (TensorBoard, MLflow, W&B)."""
     opts = trainer_options(cfg)
+    if "fid" in cfg.eval.metrics:  # said before any data is read, not silently left out at the end
+        raise GenctlError(
+            "training's final test measures the likelihood only; for sample quality run "
+            "genctl eval ckpt=RUN eval.metrics=[nll,fid] after training"
+        )
     loggers = chosen_loggers(cfg.logger, cfg.tracking) if hooks is None else []
     distributed.init()
     rank, world = distributed.rank(), distributed.world_size()
