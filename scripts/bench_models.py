@@ -15,7 +15,9 @@ Every row trains for the same CPU time (bench.yaml: trainer.max_time on trainer.
 process's CPU time over its threads), keeps best.pt by validation loss and scores the test split:
 exact NLL for autoregressive models, the IWAE bound for latent-variable ones (bench.yaml's k on
 all test images, and k=1000 beside it on the first SUBSET test images to show the gap). Sampling
-time is 64 images from best.pt (fast sampler, in-process).
+time is 64 images from best.pt (fast sampler, in-process). Sample quality: classifier-feature FID,
+precision and recall of QUALITY_N samples against as many test images (genctl.eval.quality), with
+the table's floor (held-out real images) and ceiling (an untrained VAE's samples) beside them.
 
 Prints the tables and writes JSON and Markdown (default bench_out/models/); with --results DIR
 also the page DIR/RESULTS.md with each row's command and a grid of its 64 samples
@@ -37,13 +39,16 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from genctl.data import load_dataset
+from genctl.data import DataSplits, load_dataset
 from genctl.eval.evaluate import evaluate
+from genctl.eval.features import feature_extractor
+from genctl.eval.quality import calibration, sample_quality
 from genctl.eval.report import describe
 from genctl.images import save_grid
-from genctl.models.base import LatentLikelihood
+from genctl.models import build_model
+from genctl.models.base import GenerativeModel, LatentLikelihood
 from genctl.runs.checkpoint import load_checkpoint, restore_model
 from genctl.runs.record import FILENAME, RunRecord
 
@@ -90,6 +95,7 @@ NO_PAPER = {
     "mnist_hvae_1group": "ablation of mnist_hvae: one latent group",
 }
 SUBSET, TIGHT_K = 200, 1000  # latent rows: IWAE k=1000 on the first SUBSET test images, beside the table's k
+QUALITY_N = 5000  # samples per row for sample quality, and images per calibration line
 
 
 def sample_seconds(run: Path, n: int = 64) -> float:
@@ -110,6 +116,14 @@ def sample_seconds(run: Path, n: int = 64) -> float:
     return seconds
 
 
+def open_row(run: Path, data: Path) -> tuple[GenerativeModel, DataSplits, DictConfig]:
+    """best.pt's model, the row's data (read from ``data``) and its training config."""
+    state = load_checkpoint(run / "best.pt")
+    cfg = OmegaConf.create(state["config"])
+    cfg.dataset.root = str(data)
+    return restore_model(state, run / "best.pt"), load_dataset(cfg.dataset), cfg
+
+
 def tight_subset(run: Path, data: Path) -> dict | None:
     """A latent-variable row's IWAE bound on the first SUBSET test images at the table's k and at
     k=1000 (same images, same evaluation seed): how much the table's smaller k gives away.
@@ -117,13 +131,10 @@ def tight_subset(run: Path, data: Path) -> dict | None:
     cache = run / "subset.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    state = load_checkpoint(run / "best.pt")
-    model = restore_model(state, run / "best.pt")
+    model, splits, cfg = open_row(run, data)
     if not isinstance(model, LatentLikelihood):
         return None
-    cfg = OmegaConf.create(state["config"])
-    cfg.dataset.root = str(data)
-    x = load_dataset(cfg.dataset).fixed("test")[:SUBSET]
+    x = splits.fixed("test")[:SUBSET]
     e = cfg.eval
     out: dict = {"images": SUBSET}
     for k in (int(e.k), TIGHT_K):
@@ -132,6 +143,31 @@ def tight_subset(run: Path, data: Path) -> dict | None:
         out[f"k{k}"] = {"nats": metrics["nll_iwae"]["nats"], "seconds": round(time.perf_counter() - start, 1)}
     cache.write_text(json.dumps(out) + "\n")
     return out
+
+
+def row_quality(run: Path, data: Path) -> dict:
+    """Classifier-feature FID, precision and recall of QUALITY_N samples of best.pt against as many
+    test images (genctl.eval.quality), computed once per run (quality.json)."""
+    cache = run / "quality.json"
+    if not cache.is_file():
+        model, splits, _ = open_row(run, data)
+        found = sample_quality(model, splits.fixed("test"), feature_extractor(splits.name), QUALITY_N, 0, 500)
+        cache.write_text(json.dumps(found) + "\n")
+    return json.loads(cache.read_text())
+
+
+def calibration_lines(kind: str, rows: list[dict], data: Path, out: Path) -> dict:
+    """The table's sample-quality scale at QUALITY_N images: held-out real images (the floor) and
+    an untrained default VAE's samples (the ceiling), for the first row's data protocol."""
+    cache = out / f"calibration_{kind}.json"
+    if not cache.is_file():
+        _, splits, cfg = open_row(Path(rows[0]["run"]), data)
+        vae = OmegaConf.load(REPO / "configs" / "model" / "vae.yaml")
+        del vae["defaults"]
+        torch.manual_seed(0)
+        untrained = build_model(vae, splits.shape, splits.binary)
+        cache.write_text(json.dumps(calibration(cfg.dataset, untrained, QUALITY_N, 0)) + "\n")
+    return json.loads(cache.read_text())
 
 
 def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[str], reuse: bool) -> dict:
@@ -176,6 +212,7 @@ def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[st
         "bits_per_dim": nll.bits_per_dim,
         "estimator": nll.estimator,
         "subset": tight_subset(run, data),
+        "quality": row_quality(run, data),
         "train_images_per_s": record.train_images_per_s,
         "sample_64_s": round(sample_seconds(run), 2),
         "peak_memory_mb": record.peak_memory_mb,
@@ -296,15 +333,42 @@ def fashion_checks(rows: list[dict]) -> list[str]:
 TABLE_OF = {"mnist": (mnist_table, mnist_checks, "nll_nats"), "fashion": (fashion_table, fashion_checks, "bits_per_dim")}
 
 
-def section(kind: str, rows: list[dict]) -> list[str]:
-    """One table, its ordering (best first) and its checks."""
+def quality_table(rows: list[dict], calib: dict, key: str) -> list[str]:
+    """Sample quality beside the likelihood: every row, the two calibration lines, and the order
+    FID gives the VAEs and the PixelCNN-type rows beside the order NLL gives them."""
+    lines = [
+        f"Sample quality of {QUALITY_N:,} samples from each row's best.pt against {QUALITY_N:,} test images: "
+        "classifier-feature FID, precision and recall (genctl's shipped classifier, not Inception FIDs; "
+        "comparable only within this table)",
+        "",
+        "| row | FID (classifier features) | precision | recall |",
+        "|---|---|---|---|",
+        *(
+            f"| {label} | {q['fid_clf']:.2f} | {q['precision_clf']:.3f} | {q['recall_clf']:.3f} |"
+            for label, q in [
+                ("held-out real images (floor)", calib["floor"]),
+                *((r["row"], r["quality"]) for r in rows),
+                ("untrained default VAE (ceiling)", calib["ceiling"]),
+            ]
+        ),
+        "",
+    ]
+    compared = [r for r in rows if any(n in r["row"] for n in ("vae", "pixelcnn", "pixelrnn")) and "1group" not in r["row"]]
+    by_nll = " < ".join(r["row"] for r in sorted(compared, key=lambda r: r[key]))
+    by_fid = " < ".join(r["row"] for r in sorted(compared, key=lambda r: r["quality"]["fid_clf"]))
+    return [*lines, f"Best first by NLL: {by_nll}", "", f"Best first by FID: {by_fid}", ""]
+
+
+def section(kind: str, rows: list[dict], calib: dict) -> list[str]:
+    """One table, its ordering (best first), its checks and its sample quality."""
     render, check, key = TABLE_OF[kind]
     unit = "nats" if key == "nll_nats" else "bits/dim"
     order = " < ".join(f"{r['row']} {r[key]:.4g}" for r in sorted(rows, key=lambda r: r[key]))
-    return [render(rows), "", f"Ordering ({unit}, best first): {order}", "", *(f"- {line}" for line in check(rows)), ""]
+    checks = [f"- {line}" for line in check(rows)]
+    return [render(rows), "", f"Ordering ({unit}, best first): {order}", "", *checks, "", *quality_table(rows, calib, key)]
 
 
-def results_page(tables: dict[str, list[dict]], folder: Path) -> Path:
+def results_page(tables: dict[str, list[dict]], calibs: dict[str, dict], folder: Path) -> Path:
     """FOLDER/RESULTS.md: both tables, their orderings and checks, each row's command and samples,
     then the page's history (FOLDER/results/history.md)."""
     images = folder / "results"
@@ -318,7 +382,7 @@ def results_page(tables: dict[str, list[dict]], folder: Path) -> Path:
         "",
     ]
     for kind, rows in tables.items():
-        lines += section(kind, rows)
+        lines += section(kind, rows, calibs[kind])
     lines += ["## Each row", ""]
     for r in (r for rows in tables.values() for r in rows):
         grid = images / f"{r['row']}.png"
@@ -361,12 +425,13 @@ def main() -> None:
         (out / "bench_models.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     tables = {kind: [r for r in rows if r["row"] in names] for kind, names in TABLES.items()}
     tables = {kind: found for kind, found in tables.items() if found}
-    text = "\n".join(line for kind, found in tables.items() for line in section(kind, found))
+    calibs = {kind: calibration_lines(kind, found, Path(a.data).resolve(), out) for kind, found in tables.items()}
+    text = "\n".join(line for kind, found in tables.items() for line in section(kind, found, calibs[kind]))
     print("\n" + text)
     (out / "bench_models.md").write_text(text + "\n")
     print(f"written to {out / 'bench_models.json'} and {out / 'bench_models.md'}")
     if a.results:
-        print(f"results page: {results_page(tables, Path(a.results))}")
+        print(f"results page: {results_page(tables, calibs, Path(a.results))}")
 
 
 if __name__ == "__main__":
