@@ -22,15 +22,19 @@
     fresh process, its peak memory during the evaluation read from /proc/self (Linux).
 (d) trainer.compile: training images/s with and without torch.compile of the training step,
     over pre-staged batches, for the default VAE and the benchmark's PixelCNNs and hvae.
+(e) trainer.precision=bf16 (autocast on the CPU) against float32, the same way, for the
+    benchmark recipes (each with its own trainer.compile) and the default VAE.
 
 Prints the tables and writes JSON (default bench_out/bench_speed.json).
-Usage: python scripts/bench_speed.py [--data DIR] [--steps 100] [--repeats 5] [--parts a,b,c,d]
+Usage: python scripts/bench_speed.py --data DIR [--steps 100] [--repeats 5] [--parts a,b,c,d,e]
+(DIR holds MNIST/ in torchvision's layout; default $GENCTL_DATA)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -176,7 +180,10 @@ SETUPS = {
     "hvae (benchmark row)": ["experiment=mnist_hvae"],
     "vae_mlp (benchmark row)": ["experiment=mnist_vae_mlp"],
     "made (benchmark row)": ["experiment=mnist_made"],
+    "pixelrnn_row (benchmark row)": ["experiment=mnist_pixelrnn_row"],
 }
+# the recipes parts (d) and (e) switch compilation and bf16 in (each with its own compile setting in (e))
+RECIPES = ["pixelcnn (benchmark row)", "gated_pixelcnn (benchmark row)", "hvae (benchmark row)", "pixelrnn_row (benchmark row)"]
 
 
 def data_ms(batches: Callable[[], Iterator], n: int = 50) -> float:
@@ -271,18 +278,20 @@ def part_b(name: str) -> dict:
     }
 
 
-def part_d(name: str, overrides: list[str], steps: int, repeats: int, warmup: int = 5) -> dict:
-    """trainer.compile's effect: eager against torch.compile'd training steps, interleaved."""
-    configs = {compiled: config([*overrides, f"trainer.compile={compiled}"]) for compiled in (False, True)}
-    cfg = configs[False]
+def part_switch(name: str, overrides: list[str], switch: str, values: tuple[str, str], steps: int, repeats: int) -> dict:
+    """One trainer switch's effect on training images/s, off against on over the same pre-staged
+    batches, interleaved: trainer.compile (eager, compiled) in (d), trainer.precision (32, bf16) in (e)."""
+    configs = {value: config([*overrides, f"{switch}={value}"]) for value in values}
+    cfg = configs[values[0]]
     images, _ = load_dataset(cfg.dataset).train_source()
     batches = staged_batches(images, int(cfg.trainer.batch_size))
-    rates: dict[bool, list[float]] = {False: [], True: []}
+    rates: dict[str, list[float]] = {value: [] for value in values}
     for _ in range(repeats):
-        for compiled in (False, True):
-            rates[compiled].append(timed_steps(configs[compiled], batches, steps, warmup))
-    eager, compiled = float(np.median(rates[False])), float(np.median(rates[True]))
-    return {"model": name, "batch": int(cfg.trainer.batch_size), "eager": eager, "compiled": compiled, "ratio": compiled / eager}
+        for value in values:
+            rates[value].append(timed_steps(configs[value], batches, steps, warmup=5))
+    off, on = (float(np.median(rates[value])) for value in values)
+    batch = int(cfg.trainer.batch_size)
+    return {"model": name, "batch": batch, "switch": switch, "values": list(values), "off": off, "on": on, "ratio": on / off}
 
 
 def memory_mb(field: str) -> float:
@@ -299,7 +308,7 @@ def eval_child(ckpt: str, k: int, chunk: int, batch: int, data: str) -> None:
 
     state = load_checkpoint(Path(ckpt))
     model = restore_model(state, Path(ckpt))
-    test = load_dataset(config(["dataset=mnist", f"dataset.root={data}"]).dataset).fixed("test")
+    test = load_dataset(config(["dataset=mnist", f"dataset.root={data}"]).dataset).fixed("test")[:1000]
     Path("/proc/self/clear_refs").write_text("5")  # restart VmHWM from the current RSS
     before = memory_mb("VmRSS")
     start = time.perf_counter()
@@ -342,16 +351,18 @@ def part_c(data: str, settings: list[tuple[int, int, int]]) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist-9k1k"))
+    p.add_argument("--data", default=os.environ.get("GENCTL_DATA"), help="folder holding MNIST/ ($GENCTL_DATA)")
     p.add_argument("--steps", type=int, default=100, help="timed training steps per loop and repeat in (a)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats in (a) and (d)")
-    p.add_argument("--parts", default="a,b,c,d")
+    p.add_argument("--parts", default="a,b,c,d,e")
     p.add_argument("--out", default=str(REPO / "bench_out" / "bench_speed.json"))
     p.add_argument("--eval-child", nargs=4, metavar=("CKPT", "K", "CHUNK", "BATCH"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.eval_child:
         eval_child(a.eval_child[0], *map(int, a.eval_child[1:]), a.data)
         return
+    if not a.data:
+        p.error("--data DIR (or $GENCTL_DATA): the folder holding MNIST/")
     data = str(Path(a.data).resolve())
     results: dict[str, list] = {}
     print(f"{torch.get_num_threads()} threads, torch {torch.__version__}")
@@ -405,20 +416,19 @@ def main() -> None:
                 f"| {r['k']} | {r['chunk']} | {r['batch']} | {r['chunk'] * r['batch']} | {r['seconds']:.1f} "
                 f"| {r['before_mb']:.0f} | {r['peak_mb']:.0f} |"
             )
-    if "d" in a.parts:
-        results["compile"] = [
-            part_d(name, [*SETUPS[name], f"dataset.root={data}"], a.steps, a.repeats)
-            for name in (
-                "vae (default conv)",
-                "pixelcnn (benchmark row)",
-                "gated_pixelcnn (benchmark row)",
-                "hvae (benchmark row)",
-            )
+    for part, key, switch, values, names in (
+        ("d", "compile", "trainer.compile", ("false", "true"), ["vae (default conv)", *RECIPES[:3]]),
+        ("e", "bf16", "trainer.precision", ("32", "bf16"), [*RECIPES, "vae (default conv)"]),
+    ):
+        if part not in a.parts:
+            continue
+        results[key] = [
+            part_switch(name, [*SETUPS[name], f"dataset.root={data}"], switch, values, a.steps, a.repeats) for name in names
         ]
-        print(f"\ntrainer.compile: {a.repeats} interleaved repeats of {a.steps} steps after 5 untimed ones, medians\n")
-        print("| model | batch | eager images/s | compiled images/s | compiled / eager |\n|---|---|---|---|---|")
-        for r in results["compile"]:
-            print(f"| {r['model']} | {r['batch']} | {r['eager']:.0f} | {r['compiled']:.0f} | {r['ratio']:.2f}x |")
+        print(f"\n{switch}: {a.repeats} interleaved repeats of {a.steps} steps after 5 untimed ones, medians\n")
+        print(f"| model | batch | images/s at {values[0]} | images/s at {values[1]} | ratio |\n|---|---|---|---|---|")
+        for r in results[key]:
+            print(f"| {r['model']} | {r['batch']} | {r['off']:.0f} | {r['on']:.0f} | {r['ratio']:.2f}x |")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
