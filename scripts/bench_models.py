@@ -170,18 +170,36 @@ def calibration_lines(kind: str, rows: list[dict], data: Path, out: Path) -> dic
     return json.loads(cache.read_text())
 
 
+def busy_cores(seconds: float = 2.0) -> float:
+    """Cores other processes keep busy now, from two reads of /proc/stat (0 where it is absent).
+    Measured rather than read off the load average, which still remembers this script's own
+    sampling of the previous row for a minute after it ended."""
+
+    def ticks() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    if not Path("/proc/stat").exists():
+        return 0.0
+    total0, idle0 = ticks()
+    time.sleep(seconds)
+    total1, idle1 = ticks()
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(total1 - total0, 1))
+
+
 def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[str], reuse: bool) -> dict:
     run = out / name
     args = [f"experiment={name}", f"dataset.root={data}", *extra]
-    if os.getloadavg()[0] > 0.5:
-        print(
-            f"warning: load average {os.getloadavg()[0]:.1f} before {name}: torch's threads spin while they wait for a busy "
-            "core, so the row's CPU budget buys fewer steps than on an idle machine",
-            file=sys.stderr,
-        )
     if budget is not None:
         args.append(f"trainer.max_time={budget:g}")
     if not (reuse and (run / FILENAME).exists()):
+        busy = busy_cores()
+        if busy > 0.2:
+            print(
+                f"warning: {busy:.1f} cores busy before {name}: torch's threads spin while they wait for a busy core, "
+                "so the row's CPU budget buys fewer steps than on an idle machine",
+                file=sys.stderr,
+            )
         subprocess.run(
             [sys.executable, "-m", "genctl", "train", *args, f"hydra.run.dir={run}", "overwrite=true"], check=True, cwd=REPO
         )
