@@ -137,6 +137,16 @@ def max_code(code: int) -> int:
     return int(t)
 
 
+def any_flags(flags: list[bool]) -> list[bool]:
+    """Per position, whether any rank's flag is set (one collective): ranks act together on a
+    condition only some of them see, such as a cadence in seconds on their own clocks."""
+    if not active():
+        return flags
+    t = torch.tensor(flags, dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t]
+
+
 def sum_tensors(values: list[torch.Tensor]) -> list[torch.Tensor]:
     """Element-wise sums over ranks of scalar tensors (one collective)."""
     if not active() or not values:

@@ -22,6 +22,7 @@ from genctl.models import GenerativeModel, build_model
 from genctl.models.base import is_conditional
 from genctl.runs.checkpoint import resolve_checkpoint
 from genctl.runtime import resolve_device, seed_everything
+from genctl.train.cadence import Every
 from genctl.train.ema import EMA
 from genctl.train.hooks import EpochLog, History, Hook, ImageGrids, ProgressBar, TensorBoard
 from genctl.train.loop import Schedule, Trainer
@@ -52,9 +53,9 @@ class TrainerOptions:
     clock: Literal["wall", "cpu"]
     max_steps: int | None
     log_every: int
-    val_every: int
-    ckpt_every: int
-    sample_every: int
+    val_every: int | str  # a cadence (genctl.train.cadence): epochs (2), steps (500steps) or seconds (30s)
+    ckpt_every: int | str
+    sample_every: int | str
     num_samples: int
     num_reconstructions: int
     val_batch_size: int
@@ -65,9 +66,14 @@ class TrainerOptions:
     ema: float
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "log_every", "val_every", "ckpt_every", "sample_every", "val_batch_size"):
+        for name in ("epochs", "batch_size", "log_every", "val_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("val_every", "ckpt_every", "sample_every"):
+            try:
+                Every.parse(getattr(self, name))
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from e
         if self.max_time is not None and self.max_time <= 0:
             raise ValueError(f"max_time is in minutes and must be > 0, got {self.max_time}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -149,9 +155,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
     schedule = Schedule(
         epochs=opts.epochs,
         log_every=opts.log_every,
-        val_every=opts.val_every,
-        ckpt_every=opts.ckpt_every,
-        sample_every=opts.sample_every,
+        val_every=Every.parse(opts.val_every),
+        ckpt_every=Every.parse(opts.ckpt_every),
+        sample_every=Every.parse(opts.sample_every),
         max_steps=opts.max_steps,
         max_seconds=opts.max_time * 60 if opts.max_time else None,
         clock=opts.clock,

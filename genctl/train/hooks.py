@@ -34,7 +34,8 @@ class Hook:
         """After resuming, before the first step."""
 
     def on_epoch_begin(self, trainer: Trainer) -> None:
-        """Before the epoch's first batch (or the next batch of a resumed epoch)."""
+        """Before the epoch's first batch, or the next batch of an epoch that paused (for an event
+        counted in steps or seconds) or was resumed."""
 
     def on_step(self, trainer: Trainer) -> None:
         """After every step, applied or skipped."""
@@ -43,7 +44,8 @@ class Hook:
         """Numbers at the current step: ``train`` (window means, lr, images/s), ``val``, ``test``."""
 
     def on_epoch_end(self, trainer: Trainer) -> None:
-        """After the epoch's last batch, or the step a stop condition ended it on."""
+        """After the epoch's last batch, or the step a stop condition or an event due in steps or
+        seconds paused it on."""
 
     def on_validation(self, trainer: Trainer, train_means: dict[str, float], val: dict[str, float], improved: bool) -> None:
         """After a validation (``val`` is empty without a validation split); ``improved``: best.pt was written."""

@@ -1,5 +1,6 @@
 """The training loop every model family shares: epochs of :class:`~genctl.train.step.TrainStep`,
-validation choosing best.pt, last.pt, and the stops (max_steps, max_time, SIGINT/SIGTERM).
+validation choosing best.pt, last.pt and image grids on their cadences, and the stops
+(max_steps, max_time, SIGINT/SIGTERM).
 
 The :class:`Trainer` takes built objects (``genctl.train.build`` makes them from the config) and
 knows models only through ``genctl.models.base.GenerativeModel`` and losses through
@@ -26,6 +27,7 @@ from genctl.errors import GenctlError
 from genctl.losses import Loss
 from genctl.models import GenerativeModel
 from genctl.runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from genctl.train.cadence import Every
 from genctl.train.hooks import Hook
 from genctl.train.optim import LRSchedule
 from genctl.train.state import Progress, Stopwatch, capture, restore
@@ -59,13 +61,14 @@ def stop_on_signals() -> Iterator[list[str]]:
 
 @dataclass(frozen=True)
 class Schedule:
-    """When the loop logs (steps), validates, saves last.pt and draws images (epochs), and stops."""
+    """When the loop logs (steps), validates, saves last.pt and draws images (each on its own
+    cadence), and stops."""
 
     epochs: int
     log_every: int
-    val_every: int
-    ckpt_every: int
-    sample_every: int
+    val_every: Every
+    ckpt_every: Every
+    sample_every: Every
     max_steps: int | None
     max_seconds: float | None
     clock: str  # what max_seconds counts: "wall" or "cpu" (trainer.clock)
@@ -77,6 +80,7 @@ class Trainer:
     the model); ``hooks`` show and write what happens (rank 0 only)."""
 
     STOPS = (None, "max_steps", "max_time", "interrupted")
+    EVENTS = ("val", "ckpt", "sample")  # in the order they happen when due together
 
     def __init__(
         self,
@@ -134,8 +138,19 @@ class Trainer:
             reason = "max_time"
         return self.STOPS[distributed.max_code(self.STOPS.index(reason))]
 
+    def due(self, epoch_done: bool) -> list[str]:
+        """The events whose cadence falls now; every rank takes them together (steps and epochs
+        agree across ranks; a cadence in seconds falls when it falls on any rank)."""
+        progress, now = self.progress, self.spent()
+        cadences = (self.schedule.val_every, self.schedule.ckpt_every, self.schedule.sample_every)
+        due = [e.due(progress.epoch, progress.step, now - self.last_event[n], epoch_done) for n, e in zip(self.EVENTS, cadences)]
+        if any(e.unit == "seconds" for e in cadences):
+            due = distributed.any_flags(due)
+        return [name for name, is_due in zip(self.EVENTS, due) if is_due]
+
     def run_epoch(self, signals: list[str]) -> tuple[str | None, dict[str, float]]:
-        """Train until the epoch ends or a stop condition holds; (stop reason, mean train losses).
+        """Train until the epoch ends, an event counted in steps or seconds falls due, or a stop
+        condition holds; (stop reason, mean train losses of these steps).
 
         Losses are summed on the device and read once per ``log_every`` steps (one sync), and
         at the epoch's end or a stop, so no step goes unlogged.
@@ -162,8 +177,9 @@ class Trainer:
                 window_images += len(x)
                 self.watch.update(progress)
                 stop = self.stop_reason(signals)
+                pause = stop is None and bool(self.due(epoch_done=False))
                 self.emit("on_step")
-                if window and (window == self.schedule.log_every or batches.position >= len(batches.images) or stop):
+                if window and (window == self.schedule.log_every or batches.position >= len(batches.images) or stop or pause):
                     totals = distributed.sum_tensors(list(sums.values()))
                     means = {name: float(total) / (window * self.world) for name, total in zip(sums, totals)}
                     if not math.isfinite(means["loss"]):
@@ -176,7 +192,7 @@ class Trainer:
                     self.emit("on_scalars", "train", {**means, "lr": lr, "images_per_s": self.images_per_s})
                     epoch_steps += window
                     sums, losses, window, window_images, window_clock = {}, [], 0, 0, now
-                if stop:
+                if stop or pause:
                     break
         finally:
             self.emit("on_epoch_end")
@@ -223,6 +239,7 @@ class Trainer:
         """Train until the last epoch or a stop; validate, save and draw images as scheduled."""
         progress, schedule = self.progress, self.schedule
         self.watch = Stopwatch(progress)
+        self.last_event = dict.fromkeys(self.EVENTS, self.spent())  # when each event last happened, on the budget's clock
         self.emit("on_train_begin")
         # a resumed run whose budget is already spent only finishes: it tests best.pt, no extra step
         stop, train_means = (self.stop_reason([]) if progress.step else None), {}
@@ -239,12 +256,14 @@ class Trainer:
                         f"{self.run_dir / 'last.pt'}; continue with: genctl train resume={self.run_dir}"
                     )
                 finishing = stop is not None or progress.epoch >= schedule.epochs
-                if finishing or (epoch_done and progress.epoch % schedule.val_every == 0):
+                due = self.EVENTS if finishing else self.due(epoch_done)
+                if "val" in due:
                     self.validate(train_means)
-                if finishing or (epoch_done and progress.epoch % schedule.ckpt_every == 0):
+                if "ckpt" in due:
                     self.save("last.pt")
-                if finishing or (epoch_done and progress.epoch % schedule.sample_every == 0):
+                if "sample" in due:
                     self.emit("on_images")
+                self.last_event.update(dict.fromkeys(due, self.spent()))
         if stop:
             log.info("stopped early (%s) after %d steps, %.0fs", stop, progress.step, progress.elapsed)
         self.emit("on_train_end", stop or "completed", train_means)

@@ -1,0 +1,76 @@
+"""Validation, last.pt and image grids on a cadence in epochs, steps or seconds: events counted in
+steps or seconds pause an epoch, which then continues where it stopped."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+
+import genctl.train.state
+from genctl.train.cadence import Every
+from tests.conftest import TINY, one_line_error
+
+# debug=tiny: 2,000 digits at batch 256, 8 steps per epoch
+RUN = [*TINY, "trainer.epochs=2", "trainer.test_at_end=false", "trainer.sample_every=100"]
+
+
+def validated_steps(run) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "value, every",
+    [
+        (2, Every(2, "epochs")),
+        ("500steps", Every(500, "steps")),
+        ("500 step", Every(500, "steps")),
+        ("30s", Every(30, "seconds")),
+    ],
+)
+def test_a_cadence_reads_epochs_steps_or_seconds(value, every):
+    assert Every.parse(value) == every
+
+
+@pytest.mark.parametrize("value", ["5min", "steps", "0steps", 0, "1.5s"])
+def test_a_malformed_cadence_is_refused(value):
+    with pytest.raises(ValueError, match="cadence"):
+        Every.parse(value)
+
+
+def test_a_cadence_falls_at_epoch_ends_step_counts_or_elapsed_seconds():
+    assert [Every(2, "epochs").due(e, 0, 0.0, done) for e, done in [(2, True), (3, True), (2, False)]] == [True, False, False]
+    assert [Every(3, "steps").due(0, s, 0.0, False) for s in (3, 4, 6)] == [True, False, True]
+    assert [Every(30, "seconds").due(0, 0, t, False) for t in (29.9, 30.0)] == [False, True]
+
+
+def test_validation_in_steps_pauses_the_epoch_without_changing_training(cli, tmp_path):
+    runs = {name: tmp_path / name for name in ("epochs", "steps")}
+    code, _, err = cli("train", *RUN, f"hydra.run.dir={runs['epochs']}")
+    assert code == 0, err
+    code, _, err = cli("train", *RUN, "trainer.val_every=3steps", "trainer.ckpt_every=5steps", f"hydra.run.dir={runs['steps']}")
+    assert code == 0, err
+    assert validated_steps(runs["epochs"]) == [8, 16]
+    assert validated_steps(runs["steps"]) == [3, 6, 9, 12, 15, 16]  # and once more where training ends
+    weights = [torch.load(run / "last.pt", weights_only=True)["model"] for run in runs.values()]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_validation_in_seconds_counts_the_budgets_clock(cli, tmp_path, monkeypatch):
+    ticks = itertools.count(step=20.0)  # every read of the process's CPU clock: 20 s later
+    monkeypatch.setattr(genctl.train.state.time, "process_time", lambda: next(ticks))
+    run = tmp_path / "run"
+    code, _, err = cli("train", *RUN, "trainer.clock=cpu", "trainer.val_every=50s", f"hydra.run.dir={run}")
+    assert code == 0, err
+    steps = validated_steps(run)
+    assert steps[-1] == 16 and len(steps) >= 4
+    assert all(b - a >= 2 for a, b in itertools.pairwise(steps[:-1]))  # 50 s of a clock 20 s a step: never two steps apart
+
+
+def test_a_bad_cadence_is_one_line(cli, tmp_path):
+    code, _, err = cli("train", *RUN, "trainer.val_every=5min", f"hydra.run.dir={tmp_path / 'run'}")
+    line = one_line_error(code, err)
+    assert "val_every" in line and "500steps" in line
