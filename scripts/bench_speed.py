@@ -24,9 +24,16 @@
     over pre-staged batches, for the default VAE and the benchmark's PixelCNNs and hvae.
 (e) trainer.precision=bf16 (autocast on the CPU) against float32, the same way, for the
     benchmark recipes (each with its own trainer.compile) and the default VAE.
+(f) Roofline of the benchmark recipes, float32 and bf16: FLOPs per training image (forward and
+    backward of the convolutions and matrix products, a grouped convolution's weight gradient
+    counted with its groups, which torch.utils.flop_counter leaves out), images/s of the step as
+    configured, the GFLOP/s that makes, and two ceilings measured here: a 2048^3 matrix product,
+    and the recipe's own layers run alone at the shapes a step gives them. The share of the
+    layers' ceiling is what a step loses around its layers (normalization, activations, the
+    optimizer, the framework); the share of the GEMM ceiling, what the layer shapes lose too.
 
 Prints the tables and writes JSON (default bench_out/bench_speed.json).
-Usage: python scripts/bench_speed.py --data DIR [--steps 100] [--repeats 5] [--parts a,b,c,d,e]
+Usage: python scripts/bench_speed.py --data DIR [--steps 100] [--repeats 5] [--parts a,b,c,d,e,f]
 (DIR holds MNIST/ in torchvision's layout; default $GENCTL_DATA)
 """
 
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -47,7 +55,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from genctl.config import config_dir
 from genctl.data import Batches, load_dataset
@@ -294,6 +304,100 @@ def part_switch(name: str, overrides: list[str], switch: str, values: tuple[str,
     return {"model": name, "batch": batch, "switch": switch, "values": list(values), "off": off, "on": on, "ratio": on / off}
 
 
+LAYERS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+ROOFLINE = ["pixelcnn (benchmark row)", "gated_pixelcnn (benchmark row)", "pixelrnn_row (benchmark row)", "vae (default conv)"]
+ROOFLINE += ["hvae (benchmark row)", "made (benchmark row)"]
+
+
+def conv_backward_flops(
+    grad_out, x, w, _bias, _stride, _padding, _dilation, transposed, _out_pad, _groups, output_mask, **_
+) -> int:
+    """A convolution's backward (its arguments as shapes): the input gradient and the weight
+    gradient each cost what the forward costs, groups included. The stock formula counts the
+    weight gradient as if the convolution were dense, ~4x too much for a depthwise 5x5."""
+    forward = 2 * math.prod(x if transposed else grad_out) * math.prod(w[1:])
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def counted_flops(run: Callable[[], None]) -> int:
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}) as counter:
+        run()
+    return counter.get_total_flops()
+
+
+def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def layers_alone(calls: list[tuple[nn.Module, torch.Size]], autocast: bool, repeats: int = 5) -> tuple[int, float]:
+    """FLOPs and seconds of every layer call of one step run alone: forward and backward at the
+    call's input shape, the layer's own weights, inputs that need their gradient."""
+    flops, seconds = 0, 0.0
+    for module, shape in calls:
+        x = torch.randn(shape, requires_grad=True)
+
+        def run(module=module, x=x) -> None:
+            with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+                y = module(x)
+            y.float().sum().backward()
+
+        flops += counted_flops(run)
+        run()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        seconds += (time.perf_counter() - start) / repeats
+    return flops, seconds
+
+
+def roofline(name: str, overrides: list[str], precision: str, steps: int, repeats: int) -> dict:
+    """The step's FLOPs per image, its images/s over pre-staged batches (median of ``repeats``)
+    at ``precision`` (32 or bf16), and its shares of the two ceilings."""
+    cfg = config([*overrides, f"trainer.precision={precision}"])
+    batch, autocast = int(cfg.trainer.batch_size), precision == "bf16"
+    images, _ = load_dataset(cfg.dataset).train_source()
+    batches = staged_batches(images, batch)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, (1, 28, 28), True)
+    loss_step = LossStep(model, build_loss(cfg.loss, model, str(cfg.model.name)))
+    x = next(batches())
+    calls: list[tuple[nn.Module, torch.Size]] = []
+    layers = [m for m in model.modules() if isinstance(m, LAYERS)]
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.append((m, i[0].shape))) for m in layers]
+
+    def step() -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            out = loss_step(x, 10**6, None)  # past every warm-up
+        out["loss"].backward()
+
+    flops = counted_flops(step) / batch
+    for hook in hooks:
+        hook.remove()
+    layer_flops, layer_seconds = layers_alone(calls, autocast)
+    rate = float(np.median([timed_steps(cfg, batches, steps, warmup=5) for _ in range(repeats)]))
+    achieved, alone = rate * flops / 1e9, layer_flops / layer_seconds / 1e9
+    gemm = gemm_gflops(torch.bfloat16 if autocast else torch.float32)
+    return {
+        "model": name,
+        "precision": precision,
+        "batch": batch,
+        "compile": bool(cfg.trainer.compile),
+        "mflops_per_image": flops / 1e6,
+        "images_per_s": rate,
+        "achieved_gflops": achieved,
+        "layers_gflops": alone,
+        "gemm_gflops": gemm,
+        "share_of_layers": achieved / alone,
+        "share_of_gemm": achieved / gemm,
+    }
+
+
 def memory_mb(field: str) -> float:
     """VmRSS (now) or VmHWM (peak) of this process in MB. Not getrusage's ru_maxrss: Linux carries
     that across exec, so a child spawned by this large process would start at its parent's size."""
@@ -354,7 +458,7 @@ def main() -> None:
     p.add_argument("--data", default=os.environ.get("GENCTL_DATA"), help="folder holding MNIST/ ($GENCTL_DATA)")
     p.add_argument("--steps", type=int, default=100, help="timed training steps per loop and repeat in (a)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats in (a) and (d)")
-    p.add_argument("--parts", default="a,b,c,d,e")
+    p.add_argument("--parts", default="a,b,c,d,e,f")
     p.add_argument("--out", default=str(REPO / "bench_out" / "bench_speed.json"))
     p.add_argument("--eval-child", nargs=4, metavar=("CKPT", "K", "CHUNK", "BATCH"), help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -429,6 +533,26 @@ def main() -> None:
         print(f"| model | batch | images/s at {values[0]} | images/s at {values[1]} | ratio |\n|---|---|---|---|---|")
         for r in results[key]:
             print(f"| {r['model']} | {r['batch']} | {r['off']:.0f} | {r['on']:.0f} | {r['ratio']:.2f}x |")
+    if "f" in a.parts:
+        results["roofline"] = [
+            roofline(name, [*SETUPS[name], f"dataset.root={data}"], precision, a.steps, a.repeats)
+            for name in ROOFLINE
+            for precision in ("32", "bf16")
+        ]
+        print(
+            f"\nRoofline: {a.steps} steps after 5 untimed ones, median of {a.repeats}; FLOPs of convolutions and matrix "
+            "products, forward and backward; ceilings measured now: a 2048^3 GEMM, and the recipe's layers alone at its shapes\n"
+        )
+        print(
+            "| recipe | precision | compile | MFLOPs per image | images/s | achieved GFLOP/s | its layers alone GFLOP/s "
+            "| GEMM GFLOP/s | share of layers | share of GEMM |\n|---|---|---|---|---|---|---|---|---|---|"
+        )
+        for r in results["roofline"]:
+            print(
+                f"| {r['model']} | {r['precision']} | {'on' if r['compile'] else 'off'} | {r['mflops_per_image']:.1f} | "
+                f"{r['images_per_s']:.0f} | {r['achieved_gflops']:.1f} | {r['layers_gflops']:.1f} | {r['gemm_gflops']:.0f} | "
+                f"{100 * r['share_of_layers']:.0f}% | {100 * r['share_of_gemm']:.0f}% |"
+            )
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
