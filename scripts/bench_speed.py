@@ -381,7 +381,8 @@ def roofline(name: str, overrides: list[str], precision: str, steps: int, repeat
         hook.remove()
     layer_flops, layer_seconds = layers_alone(calls, autocast)
     rate = float(np.median([timed_steps(cfg, batches, steps, warmup=5) for _ in range(repeats)]))
-    achieved, alone = rate * flops / 1e9, layer_flops / layer_seconds / 1e9
+    achieved = rate * flops / 1e9
+    alone = layer_flops / layer_seconds / 1e9 if calls else math.nan  # no module layers (MADE's masked products)
     gemm = gemm_gflops(torch.bfloat16 if autocast else torch.float32)
     return {
         "model": name,
