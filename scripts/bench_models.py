@@ -374,7 +374,7 @@ def quality_table(rows: list[dict], calib: dict, key: str) -> list[str]:
         ),
         "",
     ]
-    compared = [r for r in rows if any(n in r["row"] for n in ("vae", "pixelcnn", "pixelrnn")) and "1group" not in r["row"]]
+    compared = [r for r in rows if any(n in r["row"] for n in ("vae", "pixelcnn", "pixelrnn")) and r["row"] not in ABLATIONS]
     by_nll = " < ".join(r["row"] for r in sorted(compared, key=lambda r: r[key]))
     by_fid = " < ".join(r["row"] for r in sorted(compared, key=lambda r: r["quality"]["fid_clf"]))
     return [*lines, f"Best first by NLL: {by_nll}", "", f"Best first by FID: {by_fid}", ""]
@@ -407,14 +407,15 @@ def results_page(tables: dict[str, list[dict]], calibs: dict[str, dict], folder:
     for kind, rows in tables.items():
         lines += section(kind, rows, calibs[kind])
         shown = [r for r in rows if r["row"].split("_", 1)[1] in SIDE_BY_SIDE]
-        lines += [
-            "Samples side by side (64 from each row's best.pt):",
-            "",
-            "| " + " | ".join(r["row"] for r in shown) + " |",
-            "|" + "---|" * len(shown),
-            "| " + " | ".join(f"![{r['row']}](results/{r['row']}.png)" for r in shown) + " |",
-            "",
-        ]
+        if shown:
+            lines += [
+                "Samples side by side (64 from each row's best.pt):",
+                "",
+                "| " + " | ".join(r["row"] for r in shown) + " |",
+                "|" + "---|" * len(shown),
+                "| " + " | ".join(f"![{r['row']}](results/{r['row']}.png)" for r in shown) + " |",
+                "",
+            ]
     lines += ["## Each row", ""]
     for r in (r for rows in tables.values() for r in rows):
         lines += [
