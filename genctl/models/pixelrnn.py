@@ -43,9 +43,10 @@ class GateConv(MaskedConv2d):
         self.mask.copy_(causal_mask(hidden, in_channels, (1, k), "B", colors).repeat(4, 1, 1, 1))
 
 
-def lstm_step(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One LSTM update (paper eq. 3) from pre-activations [B, 4h, ...] laid out as (i, f, o, g)."""
-    i, f, o, g = gates.chunk(4, 1)
+def lstm_step(gates: torch.Tensor, c: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM update (paper eq. 3) from pre-activations laid out as (i, f, o, g) along ``dim``
+    ([B, 4h, ...] by default)."""
+    i, f, o, g = gates.chunk(4, dim)
     c = f.sigmoid() * c + i.sigmoid() * g.tanh()
     return o.sigmoid() * c.tanh(), c
 
@@ -76,20 +77,24 @@ class RowLSTM(nn.Module):
 
 
 def skew(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] -> [B, C, H, W + H - 1], row i shifted right by i (zeros elsewhere)."""
-    height = x.shape[2]
-    return torch.stack([F.pad(row, (i, height - 1 - i)) for i, row in enumerate(x.unbind(2))], 2)
+    """[N, H, W, F] -> [N, H, W + H - 1, F], row i shifted right by i (zeros elsewhere): padded
+    with H zero columns, the rows read back W + H - 1 at a time each start one further right."""
+    n, height, width, features = x.shape
+    flat = F.pad(x, (0, 0, 0, height)).flatten(1, 2)  # [N, H * (W + H), F]
+    return flat[:, : height * (width + height - 1)].view(n, height, width + height - 1, features)
 
 
 def unskew(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`skew`."""
-    width = x.shape[3] - x.shape[2] + 1
-    return torch.stack([row[:, :, i : i + width] for i, row in enumerate(x.unbind(2))], 2)
+    """Inverse of :func:`skew`: [N, H, W + H - 1, F] -> [N, H, W, F]."""
+    n, height, columns, features = x.shape
+    flat = F.pad(x.flatten(1, 2), (0, 0, 0, height))  # [N, H * (W + H), F]
+    return flat.view(n, height, columns + 1, features)[:, :, : columns - height + 1]
 
 
 class DiagonalLSTM(nn.Module):
-    """One direction of the Diagonal BiLSTM, left to right: the state at (i, j) reads (i, j - 1)
-    and (i - 1, j), which after :func:`skew` are rows i and i - 1 of the previous column.
+    """The weights of one direction of the Diagonal BiLSTM, run left to right by
+    :func:`sweep_diagonals`: the state at (i, j) reads (i, j - 1) and (i - 1, j), which after
+    :func:`skew` are rows i and i - 1 of the previous column.
 
     The state-to-state conv has no bias, and the skewed gates are zero outside the image, so
     states there stay exactly zero and carry nothing across the image's left edge.
@@ -101,16 +106,32 @@ class DiagonalLSTM(nn.Module):
         self.input_to_state = GateConv(channels, hidden, 1, colors)
         self.state_to_state = nn.Conv1d(hidden, 4 * hidden, 2, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gates = skew(self.input_to_state(x))  # [B, 4h, H, W + H - 1]
-        b, _, height, _ = gates.shape
-        h = c = gates.new_zeros(b, self.hidden, height)
-        cols = []
-        for column in gates.unbind(3):
-            # a zero row on top, so that row i reads rows i - 1 and i of the previous column
-            h, c = lstm_step(column + self.state_to_state(F.pad(h, (1, 0))), c)
-            cols.append(h)
-        return unskew(torch.stack(cols, 3))
+
+def sweep_diagonals(directions: list[DiagonalLSTM], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each direction's states over its own input map, [B, h, H, W] each, all directions in one
+    loop over the skewed columns.
+
+    The maps are kept features-last, and the loop's columns contiguous, so no op inside it reads
+    across strides; the state-to-state convolution (2 taps down a column) is one batched matrix
+    product per column for every direction at once: the rows above and the same rows side by
+    side, times the two taps as one [2h, 4h] matrix.
+    """
+    hidden, n = directions[0].hidden, len(directions)
+    # a 1x1 convolution of a channels-last map is channels-last: [B, H, W, 4h] as a view
+    maps = [d.input_to_state(x.contiguous(memory_format=torch.channels_last)) for d, x in zip(directions, inputs)]
+    gates = torch.stack([skew(m.permute(0, 2, 3, 1)) for m in maps], 3)  # [B, H, W + H - 1, n, 4h]
+    gates = gates.permute(2, 3, 0, 1, 4).contiguous()  # [W + H - 1, n, B, H, 4h]
+    taps = torch.stack([torch.cat(d.state_to_state.weight.unbind(2), 1).t() for d in directions])  # [n, 2h, 4h]
+    _, _, b, height, _ = gates.shape
+    h = c = gates.new_zeros(n, b, height, hidden)
+    cols = []
+    for column in gates.unbind(0):
+        above = F.pad(h, (0, 0, 1, 0))[:, :, :-1]  # row i reads row i - 1 of the previous column (zeros on top)
+        recurrent = torch.bmm(torch.cat([above, h], -1).view(n, b * height, 2 * hidden), taps)
+        h, c = lstm_step(column + recurrent.view_as(column), c, dim=-1)
+        cols.append(h)
+    states = torch.stack(cols, 3).flatten(0, 1)  # [n * B, H, W + H - 1, h]
+    return list(unskew(states).view(n, b, height, -1, hidden).permute(0, 1, 4, 2, 3).unbind(0))
 
 
 class DiagonalBiLSTM(nn.Module):
@@ -127,8 +148,8 @@ class DiagonalBiLSTM(nn.Module):
         self.backward_dir = DiagonalLSTM(channels, hidden, colors)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        backward = self.backward_dir(x.flip(3)).flip(3)
-        return self.forward_dir(x) + F.pad(backward, (0, 0, 1, 0))[:, :, :-1]
+        forward, backward = sweep_diagonals([self.forward_dir, self.backward_dir], [x, x.flip(3)])
+        return forward + F.pad(backward.flip(3), (0, 0, 1, 0))[:, :, :-1]
 
 
 class ResidualLSTM(nn.Module):

@@ -53,8 +53,15 @@ class Categorical:
         return self.per_value(x, logits).flatten(1).sum(1)
 
     def per_value(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """log p(x_i | logits_i) of every value, [B, C, H, W]."""
-        return -F.cross_entropy(logits, (x * 255).round().long(), reduction="none")
+        """log p(x_i | logits_i) of every value, [B, C, H, W].
+
+        The softmax runs over a [values, 256] matrix: when the network's output is channels-last
+        (as the convolutional models give it), that is a view with each value's 256 logits
+        adjacent, and neither the softmax nor its gradient strides across the image.
+        """
+        target = (x * 255).round().long()
+        rows = logits.movedim(1, -1).reshape(-1, logits.shape[1])
+        return -F.cross_entropy(rows, target.flatten(), reduction="none").view_as(target)
 
 
 class Gaussian:
