@@ -85,6 +85,8 @@ class TorchvisionMNIST(Dataset):
     op for op (torchvision itself cannot be imported next to this machine's CPU torch)."""
 
     def __init__(self, images: torch.Tensor) -> None:
+        if images.is_floating_point():  # a fixed binarization's 0/1 floats, as the raw file's bytes 0/255
+            images = (images * 255).round().to(torch.uint8)
         self.data, self.targets = images[:, 0], torch.zeros(len(images), dtype=torch.long)
 
     def __len__(self) -> int:
