@@ -32,8 +32,13 @@
     layers' ceiling is what a step loses around its layers (normalization, activations, the
     optimizer, the framework); the share of the GEMM ceiling, what the layer shapes lose too.
 
+--device cuda runs every part on the GPU (batches staged there, timings synchronized, part (c)'s
+peak memory read from the CUDA allocator, the GEMM ceiling at 8192^3); the tables name the
+processor or card they ran on.
+
 Prints the tables and writes JSON (default bench_out/bench_speed.json).
 Usage: python scripts/bench_speed.py --data DIR [--steps 100] [--repeats 5] [--parts a,b,c,d,e,f]
+       [--precisions 32,bf16] [--device cpu|cuda]
 (DIR holds MNIST/ in torchvision's layout; default $GENCTL_DATA)
 """
 
@@ -72,7 +77,21 @@ from genctl.train.state import Progress
 from genctl.train.step import LossStep
 
 REPO = Path(__file__).resolve().parents[1]
-CPU = torch.device("cpu")
+DEVICE = torch.device("cpu")  # where every part runs: --device
+
+
+def sync() -> None:
+    """Wait for the device's queued work, so a clock read after it has seen that work end."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def device_name() -> str:
+    if DEVICE.type == "cuda":
+        return torch.cuda.get_device_name(DEVICE)
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+    return f"{models[0] if models else 'CPU'}, {torch.get_num_threads()} threads"
 
 
 def config(overrides: list[str]):
@@ -109,7 +128,7 @@ def timed_steps(cfg, batches: Callable[[], Iterator], steps: int, warmup: int, p
     over the tensors) and the loss read every step."""
     torch._dynamo.reset()  # every compiled run starts cold alike, never at Dynamo's recompile limit
     torch.manual_seed(int(cfg.trainer.seed))
-    model = build_model(cfg.model, (1, 28, 28), True)
+    model = build_model(cfg.model, (1, 28, 28), True).to(DEVICE)
     loss_fn = build_loss(cfg.loss, model, str(cfg.model.name))
     if plain:
         optimizer = OPTIMIZERS[str(cfg.optim.name)](model.parameters(), lr=float(cfg.optim.lr))
@@ -123,7 +142,7 @@ def timed_steps(cfg, batches: Callable[[], Iterator], steps: int, warmup: int, p
             out["loss"].item()  # the per-step read (a device sync) of a running-loss printout
             progress.step += 1
     else:
-        train_step = build_step(trainer_options(cfg), model, loss_fn, build_optimizer(cfg.optim, model.parameters()), CPU)
+        train_step = build_step(trainer_options(cfg), model, loss_fn, build_optimizer(cfg.optim, model.parameters()), DEVICE)
 
         def step(x: torch.Tensor, progress: Progress) -> None:
             train_step(x, None, progress)
@@ -131,13 +150,15 @@ def timed_steps(cfg, batches: Callable[[], Iterator], steps: int, warmup: int, p
     seen, start, stream, progress = 0, 0.0, batches(), Progress()
     while progress.step < warmup + steps:
         if progress.step == warmup:
+            sync()
             seen, start = 0, time.perf_counter()
         x = next(stream, None)
         if x is None:  # a new epoch
             stream = batches()
             x = next(stream)
-        step(x, progress)
+        step(x.to(DEVICE, non_blocking=True), progress)
         seen += len(x)
+    sync()
     return seen / (time.perf_counter() - start)
 
 
@@ -149,6 +170,7 @@ class StepClock(Hook):
         self.marks: list[tuple[float, int]] = []
 
     def on_epoch_end(self, trainer: Trainer) -> None:
+        sync()
         self.marks.append((time.perf_counter(), trainer.progress.step))
 
 
@@ -159,6 +181,7 @@ def genctl_rate(cfg, steps: int, steps_per_epoch: int) -> float:
     clock = StepClock()
     never = 10**9
     overrides = {"max_steps": steps_per_epoch + steps, "val_every": never, "ckpt_every": never, "sample_every": never}
+    overrides["device"] = str(DEVICE)
     cfg = OmegaConf.merge(cfg, {"trainer": overrides})
     with tempfile.TemporaryDirectory() as tmp:
         build_trainer(cfg, Path(tmp), hooks=[clock]).fit()
@@ -167,11 +190,11 @@ def genctl_rate(cfg, steps: int, steps_per_epoch: int) -> float:
 
 
 def staged_batches(images: torch.Tensor, batch: int) -> Callable[[], object]:
-    """An epoch of shuffled, freshly binarized batches from images already in memory as floats."""
-    staged = images.float() / 255
+    """An epoch of shuffled, freshly binarized batches from images already on the device as floats."""
+    staged = images.to(DEVICE).float() / 255
 
     def epoch():
-        order = torch.randperm(len(staged))
+        order = torch.randperm(len(staged), device=DEVICE)
         return (torch.bernoulli(staged[order[i : i + batch]]) for i in range(0, len(staged) - batch + 1, batch))
 
     return epoch
@@ -203,7 +226,9 @@ def data_ms(batches: Callable[[], Iterator], n: int = 50) -> float:
     can gain or lose through its data path."""
     stream, start = batches(), time.perf_counter()
     for _ in range(n):
-        next(stream)
+        batch = next(stream)
+        (batch[0] if isinstance(batch, tuple) else batch).to(DEVICE, non_blocking=True)  # genctl's Batches yield (x, y)
+    sync()
     return (time.perf_counter() - start) * 1000 / n
 
 
@@ -220,7 +245,8 @@ def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: in
         return (x for x, _ in DataLoader(TorchvisionMNIST(images), batch_size=batch, shuffle=True, drop_last=True))
 
     def genctl_batches():
-        return iter(Batches(images, batch, shuffle=True, dynamic_binarize=dynamic, generator=torch.Generator().manual_seed(0)))
+        generator = torch.Generator(DEVICE).manual_seed(0)
+        return iter(Batches(images.to(DEVICE), batch, shuffle=True, dynamic_binarize=dynamic, generator=generator))
 
     runs = {
         LOOPS[0]: lambda: genctl_rate(cfg, steps, -(-len(images) // batch)),
@@ -262,7 +288,7 @@ def part_b(name: str) -> dict:
     probability can flip; equality of the algorithms is checked again in float64."""
     cfg = config([f"experiment=mnist_{name}"])
     torch.manual_seed(0)
-    model = build_model(cfg.model, (1, 28, 28), True).eval()
+    model = build_model(cfg.model, (1, 28, 28), True).to(DEVICE).eval()
 
     def draw(fast: bool) -> torch.Tensor:
         torch.manual_seed(1)
@@ -271,8 +297,10 @@ def part_b(name: str) -> dict:
     times, images = {}, {}
     with torch.inference_mode():
         for fast in (True, False):
+            sync()
             start = time.perf_counter()
             images[fast] = draw(fast)
+            sync()
             times[fast] = time.perf_counter() - start
         model.double()
         torch.set_default_dtype(torch.float64)
@@ -327,13 +355,21 @@ def counted_flops(run: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def gemm_size() -> int:
+    """The ceiling's matrix size: 2048^3 fills a CPU's cores; a GPU needs 8192^3 to leave launch costs behind."""
+    return 8192 if DEVICE.type == "cuda" else 2048
+
+
+def gemm_gflops(dtype: torch.dtype, repeats: int = 10) -> float:
+    n = gemm_size()
+    a, b = torch.randn(n, n, dtype=dtype, device=DEVICE), torch.randn(n, n, dtype=dtype, device=DEVICE)
     for _ in range(2):
         a @ b
+    sync()
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    sync()
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
@@ -342,18 +378,20 @@ def layers_alone(calls: list[tuple[nn.Module, torch.Size]], autocast: bool, repe
     call's input shape, the layer's own weights, inputs that need their gradient."""
     flops, seconds = 0, 0.0
     for module, shape in calls:
-        x = torch.randn(shape, requires_grad=True)
+        x = torch.randn(shape, requires_grad=True, device=DEVICE)
 
         def run(module=module, x=x) -> None:
-            with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            with torch.autocast(DEVICE.type, torch.bfloat16, enabled=autocast):
                 y = module(x)
             y.float().sum().backward()
 
         flops += counted_flops(run)
         run()
+        sync()
         start = time.perf_counter()
         for _ in range(repeats):
             run()
+        sync()
         seconds += (time.perf_counter() - start) / repeats
     return flops, seconds
 
@@ -366,7 +404,7 @@ def roofline(name: str, overrides: list[str], precision: str, steps: int, repeat
     images, _ = load_dataset(cfg.dataset).train_source()
     batches = staged_batches(images, batch)
     torch.manual_seed(0)
-    model = build_model(cfg.model, (1, 28, 28), True)
+    model = build_model(cfg.model, (1, 28, 28), True).to(DEVICE)
     loss_step = LossStep(model, build_loss(cfg.loss, model, str(cfg.model.name)))
     x = next(batches())
     calls: list[tuple[nn.Module, torch.Size]] = []
@@ -374,7 +412,7 @@ def roofline(name: str, overrides: list[str], precision: str, steps: int, repeat
     hooks = [m.register_forward_hook(lambda m, i, o: calls.append((m, i[0].shape))) for m in layers]
 
     def step() -> None:
-        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        with torch.autocast(DEVICE.type, torch.bfloat16, enabled=autocast):
             out = loss_step(x, 10**6, None)  # past every warm-up
         out["loss"].backward()
 
@@ -414,13 +452,20 @@ def eval_child(ckpt: str, k: int, chunk: int, batch: int, data: str) -> None:
     from genctl.runs.checkpoint import load_checkpoint, restore_model
 
     state = load_checkpoint(Path(ckpt))
-    model = restore_model(state, Path(ckpt))
-    test = load_dataset(config(["dataset=mnist", f"dataset.root={data}"]).dataset).fixed("test")[:1000]
-    Path("/proc/self/clear_refs").write_text("5")  # restart VmHWM from the current RSS
-    before = memory_mb("VmRSS")
+    model = restore_model(state, Path(ckpt)).to(DEVICE)
+    test = load_dataset(config(["dataset=mnist", f"dataset.root={data}"]).dataset).fixed("test")[:1000].to(DEVICE)
+    if DEVICE.type == "cuda":  # the allocator's own count: RSS does not see the card's memory
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        before = torch.cuda.memory_allocated(DEVICE) / 2**20
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # restart VmHWM from the current RSS
+        before = memory_mb("VmRSS")
     start = time.perf_counter()
     evaluate(model, test, batch, k, chunk, 0)
-    print(json.dumps({"seconds": time.perf_counter() - start, "peak_mb": memory_mb("VmHWM"), "before_mb": before}))
+    sync()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(DEVICE) / 2**20 if DEVICE.type == "cuda" else memory_mb("VmHWM")
+    print(json.dumps({"seconds": seconds, "peak_mb": peak, "before_mb": before}))
 
 
 def part_c(data: str, settings: list[tuple[int, int, int]]) -> list[dict]:
@@ -446,7 +491,8 @@ def part_c(data: str, settings: list[tuple[int, int, int]]) -> list[dict]:
         )
         for k, chunk, batch in settings:
             out = subprocess.run(
-                [sys.executable, __file__, "--eval-child", str(run / "best.pt"), str(k), str(chunk), str(batch), "--data", data],
+                [sys.executable, __file__, "--eval-child", str(run / "best.pt"), str(k), str(chunk), str(batch)]
+                + ["--data", data, "--device", str(DEVICE)],
                 check=True,
                 cwd=REPO,
                 capture_output=True,
@@ -462,17 +508,21 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100, help="timed training steps per loop and repeat in (a)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats in (a) and (d)")
     p.add_argument("--parts", default="a,b,c,d,e,f")
+    p.add_argument("--precisions", default="32,bf16", help="trainer.precision values of the roofline (f)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where every part runs")
     p.add_argument("--out", default=str(REPO / "bench_out" / "bench_speed.json"))
     p.add_argument("--eval-child", nargs=4, metavar=("CKPT", "K", "CHUNK", "BATCH"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    global DEVICE
+    DEVICE = torch.device(a.device)
     if a.eval_child:
         eval_child(a.eval_child[0], *map(int, a.eval_child[1:]), a.data)
         return
     if not a.data:
         p.error("--data DIR (or $GENCTL_DATA): the folder holding MNIST/")
     data = str(Path(a.data).resolve())
-    results: dict[str, list] = {}
-    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    results: dict[str, object] = {"device": device_name(), "torch": torch.__version__}
+    print(f"{results['device']}, torch {torch.__version__}")
     if "a" in a.parts:
         results["training"] = [
             row
@@ -516,7 +566,11 @@ def main() -> None:
         results["iwae_eval"] = part_c(
             data, [(100, 2, 50), (500, 2, 50), (500, 20, 100), (500, 100, 100)]
         )  # first two: default chunk and batch
-        print("\n| k | eval.chunk | eval.batch_size | images per pass | wall (s) | RSS before (MB) | peak RSS during it (MB) |")
+        memory = "CUDA allocated" if DEVICE.type == "cuda" else "RSS"
+        print(
+            f"\n| k | eval.chunk | eval.batch_size | images per pass | wall (s) | {memory} before (MB) "
+            f"| peak {memory} during it (MB) |"
+        )
         print("|---|---|---|---|---|---|---|")
         for r in results["iwae_eval"]:
             print(
@@ -540,11 +594,12 @@ def main() -> None:
         results["roofline"] = [
             roofline(name, [*SETUPS[name], f"dataset.root={data}"], precision, a.steps, a.repeats)
             for name in ROOFLINE
-            for precision in ("32", "bf16")
+            for precision in a.precisions.split(",")
         ]
+        n = gemm_size()
         print(
             f"\nRoofline: {a.steps} steps after 5 untimed ones, median of {a.repeats}; FLOPs of convolutions and matrix "
-            "products, forward and backward; ceilings measured now: a 2048^3 GEMM, and the recipe's layers alone at its shapes\n"
+            f"products, forward and backward; ceilings measured now: a {n}^3 GEMM, and the recipe's layers alone at its shapes\n"
         )
         print(
             "| recipe | precision | compile | MFLOPs per image | images/s | achieved GFLOP/s | its layers alone GFLOP/s "
