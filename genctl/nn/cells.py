@@ -4,7 +4,8 @@ NeurIPS 2020, section 3.1 and figure 3), each with the switch its ablation needs
 - :class:`Cell`: a residual cell, x + f(x). ``separable=False`` is NVAE's encoder cell
   (BN-Swish-conv3x3, twice); ``separable=True`` its generative cell (BN-conv1x1 expanding 3x,
   BN-Swish-depthwise conv5x5, BN-Swish-conv1x1, BN), which widens the receptive field cheaply.
-  Both end in squeeze-and-excitation when ``se``; ``batchnorm=False`` drops every BN.
+  Both end in squeeze-and-excitation when ``se``; ``batchnorm=False`` drops every BN. A
+  convolution that feeds a BatchNorm has no bias: the BN's mean subtraction would cancel it.
 - :func:`spectral_penalty`: the sum of the largest singular values of every convolution, each
   estimated by power iteration (NVAE section 3.2, "spectral regularization"): it bounds how
   sharply the encoder's output, and so the KL, can change with its input. As in NVAE's code, a
@@ -46,20 +47,20 @@ class Cell(nn.Module):
             wide = 3 * channels
             layers = [
                 norm(channels, batchnorm),
-                nn.Conv2d(channels, wide, 1),
+                nn.Conv2d(channels, wide, 1, bias=not batchnorm),
                 norm(wide, batchnorm),
                 nn.SiLU(),
-                nn.Conv2d(wide, wide, 5, padding=2, groups=wide),
+                nn.Conv2d(wide, wide, 5, padding=2, groups=wide, bias=not batchnorm),
                 norm(wide, batchnorm),
                 nn.SiLU(),
-                nn.Conv2d(wide, channels, 1),
+                nn.Conv2d(wide, channels, 1, bias=not batchnorm),
                 norm(channels, batchnorm),
             ]
         else:
             layers = [
                 norm(channels, batchnorm),
                 nn.SiLU(),
-                nn.Conv2d(channels, channels, 3, padding=1),
+                nn.Conv2d(channels, channels, 3, padding=1, bias=not batchnorm),
                 norm(channels, batchnorm),
                 nn.SiLU(),
                 nn.Conv2d(channels, channels, 3, padding=1),
