@@ -34,8 +34,8 @@ from genctl.runs.checkpoint import load_checkpoint, load_weights, restore_model
 from genctl.runs.record import TIGHTEST_FIRST, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
-# one row per family: hierarchical VAE, VAE, convolutional autoregressive, dense autoregressive
-ROWS = ["mnist_hvae", "mnist_vae", "mnist_pixelcnn", "mnist_made"]
+# one row per family: hierarchical VAE, VAE, PixelCNN, MADE, NADE, FVSBN, PixelRNN
+ROWS = ["mnist_hvae", "mnist_vae", "mnist_pixelcnn", "mnist_made", "mnist_nade", "mnist_fvsbn", "mnist_pixelrnn_row"]
 
 
 def train(name: str, data: Path, decay: float, run: Path, reuse: bool) -> None:
