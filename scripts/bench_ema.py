@@ -27,11 +27,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from genctl.api import nll
 from genctl.data import load_dataset
-from genctl.eval.evaluate import evaluate
-from genctl.eval.report import describe
 from genctl.runs.checkpoint import load_checkpoint, load_weights, restore_model
-from genctl.runs.record import TIGHTEST_FIRST, RunRecord
+from genctl.runs.record import Evaluation, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
 # one row per family: hierarchical VAE, VAE, PixelCNN, MADE, NADE, FVSBN, PixelRNN
@@ -59,9 +58,10 @@ def score(run: Path, data: Path, images: int) -> dict:
     e = cfg.eval
     out = {}
     for weights, model in (("trained", trained), ("averaged", averaged)):
-        found = describe(evaluate(model, x, int(e.batch_size), int(e.k), int(e.chunk), int(e.seed)), model, int(e.k))
-        best = next(name for name in TIGHTEST_FIRST if name in found)
-        out[weights], out["estimator"] = found[best]["nats"], found[best]["estimator"]
+        best = Evaluation(
+            nll(model, x, k=int(e.k), chunk=int(e.chunk), batch_size=int(e.batch_size), seed=int(e.seed))
+        ).best_nll()
+        out[weights], out["estimator"] = best.nats, best.estimator
     return out
 
 

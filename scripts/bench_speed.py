@@ -226,8 +226,7 @@ def data_ms(batches: Callable[[], Iterator], n: int = 50) -> float:
     can gain or lose through its data path."""
     stream, start = batches(), time.perf_counter()
     for _ in range(n):
-        batch = next(stream)
-        (batch[0] if isinstance(batch, tuple) else batch).to(DEVICE, non_blocking=True)  # genctl's Batches yield (x, y)
+        next(stream).to(DEVICE, non_blocking=True)
     sync()
     return (time.perf_counter() - start) * 1000 / n
 
@@ -246,7 +245,7 @@ def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: in
 
     def genctl_batches():
         generator = torch.Generator(DEVICE).manual_seed(0)
-        return iter(Batches(images.to(DEVICE), batch, shuffle=True, dynamic_binarize=dynamic, generator=generator))
+        return (x for x, _ in Batches(images.to(DEVICE), batch, shuffle=True, dynamic_binarize=dynamic, generator=generator))
 
     runs = {
         LOOPS[0]: lambda: genctl_rate(cfg, steps, -(-len(images) // batch)),
