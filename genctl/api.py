@@ -65,14 +65,15 @@ def nll(
     chunk: int | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
+    compile: bool | None = None,
 ) -> dict[str, Any]:
     """Mean test NLL of the images ``x`` as ``genctl eval`` files it in metrics.json: every estimate
     the model supports (exact; or negative ELBO, IWAE-k and KL; an autoencoder's MSE and PSNR),
-    each likelihood with its nats, bits/dim and estimator. ``k``, ``chunk``, ``batch_size`` and
-    ``seed`` default to ``configs/eval/default.yaml``'s; the same values on the same images give
+    each likelihood with its nats, bits/dim and estimator. ``k``, ``chunk``, ``batch_size``,
+    ``seed`` and ``compile`` default to ``configs/eval/default.yaml``'s; the same values on the same images give
     ``genctl eval``'s numbers exactly (the order of images and batches decides the random draws).
     ``labels``: the classes of ``x``, which a class-conditional model needs (others ignore them)."""
-    given = {"k": k, "chunk": chunk, "batch_size": batch_size, "seed": seed}
+    given = {"k": k, "chunk": chunk, "batch_size": batch_size, "seed": seed, "compile": compile}
     defaults = OmegaConf.load(config_dir() / "eval" / "default.yaml")
     options = {**defaults, **{name: value for name, value in given.items() if value is not None}}
     e = build("eval", EvalOptions, options)
@@ -80,5 +81,5 @@ def nll(
         labels = None
     elif labels is None:
         raise GenctlError("this model is class-conditional: pass the images' labels (e.g. genctl.dataset(path).labels['test'])")
-    means = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, labels=labels)
+    means = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, labels=labels, compile=e.compile)
     return describe(means, model, e.k)

@@ -14,34 +14,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from genctl.models.base import ExactLikelihood, GenerativeModel, LatentLikelihood, Likelihood, Reconstructs
 from genctl.nn.functional import log_mean_exp
 
+LogWeights = Callable[[torch.Tensor, int, Any], torch.Tensor]  # LatentLikelihood.log_weights, or a compiled one
 
-def iwae_log_likelihood(model: LatentLikelihood, x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+
+def iwae_log_likelihood(
+    model: LatentLikelihood, x: torch.Tensor, k: int, chunk: int, log_weights: LogWeights | None = None
+) -> torch.Tensor:
     """IWAE_k lower bound on log p(x) per image [B], from ``model.log_weights`` ([m, B] values of
-    log p(x, z) - log q(z | x), z ~ q(z | x)) drawn ``chunk`` at a time, the encoder run once."""
+    log p(x, z) - log q(z | x), z ~ q(z | x)) drawn ``chunk`` at a time, the encoder run once.
+    ``log_weights``: the same pass in another form (compiled: :func:`compiled_log_weights`)."""
     if k < 1 or chunk < 1:
         raise ValueError(f"k and chunk must be >= 1, got k={k}, chunk={chunk}")
+    weights = log_weights or model.log_weights
     encoding = model.encoding(x)
-    chunks = [model.log_weights(x, min(chunk, k - start), encoding) for start in range(0, k, chunk)]
+    chunks = [weights(x, min(chunk, k - start), encoding) for start in range(0, k, chunk)]
     return log_mean_exp(torch.cat(chunks), dim=0)
 
 
+def compiled_log_weights(model: LatentLikelihood) -> LogWeights:
+    """``model.log_weights`` through ``torch.compile``: the pass runs k / chunk times per batch,
+    so fusing its elementwise work pays for the compilation (scripts/bench_speed.py part c).
+    Inductor's ``fallback_random`` keeps torch's own random draws, so the weights, and the IWAE
+    bound, equal eager evaluation's to float tolerance; shapes are static (a batch's last chunk
+    or a split's last batch compiles once more)."""
+    return torch.compile(model.log_weights, dynamic=False, options={"fallback_random": True})
+
+
 def estimates(
-    model: GenerativeModel, x: torch.Tensor, k: int, chunk: int, y: torch.Tensor | None = None
+    model: GenerativeModel,
+    x: torch.Tensor,
+    k: int,
+    chunk: int,
+    y: torch.Tensor | None = None,
+    log_weights: LogWeights | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every estimate that applies to ``model``, one tensor [B] each: ``nll_exact``; ``nll_elbo``,
-    ``nll_iwae`` (``k`` importance samples, ``chunk`` at a time) and ``kl``; or ``mse`` and ``psnr``."""
+    ``nll_iwae`` (``k`` importance samples, ``chunk`` at a time, through ``log_weights`` where
+    given) and ``kl``; or ``mse`` and ``psnr``."""
     out: dict[str, torch.Tensor] = {}
     if isinstance(model, ExactLikelihood):
         out["nll_exact"] = -model.log_prob(x, y)
     if isinstance(model, LatentLikelihood):
         log_px_z, kl = model.elbo_terms(x)
         kl = kl.sum(1)
-        out.update(nll_elbo=kl - log_px_z, nll_iwae=-iwae_log_likelihood(model, x, k, chunk), kl=kl)
+        iwae = iwae_log_likelihood(model, x, k, chunk, log_weights)
+        out.update(nll_elbo=kl - log_px_z, nll_iwae=-iwae, kl=kl)
     if isinstance(model, Reconstructs) and not isinstance(model, Likelihood):
         out["mse"] = (model.reconstruct(x) - x).pow(2).flatten(1).mean(1)
         out["psnr"] = -10 * torch.log10(out["mse"].clamp_min(1e-10))  # dB, intensities in [0, 1]

@@ -11,9 +11,9 @@ import torch
 from tqdm.auto import tqdm
 
 from genctl.data.loader import Batches
-from genctl.eval.estimators import estimates
+from genctl.eval.estimators import compiled_log_weights, estimates
 from genctl.eval.fusion import fold_batchnorm
-from genctl.models.base import GenerativeModel
+from genctl.models.base import GenerativeModel, LatentLikelihood
 
 BATCH_SEED_STRIDE = 1_000_003  # batch i of an evaluation seeded with s draws from seed s * stride + i
 METRICS = ("nll", "fid")  # what genctl eval can measure: likelihood, sample quality (genctl.eval.quality)
@@ -30,6 +30,7 @@ class EvalOptions:
     seed: int
     metrics: list[str]
     num_samples: int
+    compile: bool
 
     def __post_init__(self) -> None:
         for name in ("k", "chunk", "batch_size"):
@@ -69,6 +70,7 @@ def evaluate(
     progress: bool = False,
     labels: torch.Tensor | None = None,
     shard: tuple[int, int] = (0, 1),
+    compile: bool = False,
 ) -> dict[str, float]:
     """Mean of every estimate (:func:`genctl.eval.estimators.estimates`) over the images ``x``
     (with their ``labels`` for conditional models).
@@ -77,12 +79,14 @@ def evaluate(
     index), so a batch's numbers do not depend on which process scores it: with ``shard=(rank,
     world)`` only every world-th batch from ``rank`` on is scored and its share of the mean is
     returned, and the shares of all ranks add up to the one-process mean (``genctl eval`` under
-    torchrun). BatchNorm is folded into its convolutions first (:mod:`genctl.eval.fusion`).
+    torchrun). BatchNorm is folded into its convolutions first (:mod:`genctl.eval.fusion`);
+    ``compile``: the importance-weight pass is compiled (:func:`compiled_log_weights`).
     """
     rank, world = shard
     sums: dict[str, torch.Tensor] = {}
     with evaluating(model, seed):
         scored = fold_batchnorm(model)
+        log_weights = compiled_log_weights(scored) if compile and isinstance(scored, LatentLikelihood) else None
         batches = Batches(x, batch_size, labels=labels)
         shown = tqdm(batches, desc="eval", leave=False, disable=not progress, dynamic_ncols=True)
         for index, (batch, y) in enumerate(shown):
@@ -90,6 +94,6 @@ def evaluate(
                 continue
             torch.manual_seed(seed * BATCH_SEED_STRIDE + index)
             y = None if y is None else y.to(model.device)
-            for name, values in estimates(scored, batch.to(model.device), k, chunk, y).items():
+            for name, values in estimates(scored, batch.to(model.device), k, chunk, y, log_weights).items():
                 sums[name] = sums.get(name, 0) + values.double().sum()
     return {name: float(total) / len(x) for name, total in sums.items()}

@@ -30,5 +30,11 @@ def kl_normal(
 
 def reparametrize(mean: torch.Tensor, logvar: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """A sample of N(mean, exp(logvar)) that gradients flow through; ``scale`` multiplies the
-    standard deviation (sampling temperature; 0 gives the mean)."""
-    return mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) * scale
+    standard deviation (sampling temperature; 0 gives the mean).
+
+    The noise is drawn in the standard (contiguous) layout whatever layout ``mean`` is kept in:
+    the draws are then the same for channels-last maps, and eager and compiled code (Inductor's
+    ``fallback_random``) take them alike; on a CPU, torch draws non-contiguous tensors one element
+    at a time, which took a fifth of a channels-last hierarchical VAE's IWAE evaluation."""
+    noise = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
+    return mean + noise * torch.exp(0.5 * logvar) * scale

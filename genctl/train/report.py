@@ -72,7 +72,9 @@ class Report(Hook):
         if self.test is not None:
             t = self.test
             x = data.fixed("test").to(self.device)
-            means = evaluate(model, x, t.batch_size, t.k, t.chunk, t.seed, progress=True, labels=self.test_labels)
+            means = evaluate(
+                model, x, t.batch_size, t.k, t.chunk, t.seed, progress=True, labels=self.test_labels, compile=t.compile
+            )
             about = f"{data.protocol}; test split, checkpoint best.pt"
             record.evaluations[TEST] = Evaluation(describe(means, model, t.k), about)
             trainer.emit("on_scalars", "test", means)
