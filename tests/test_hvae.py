@@ -34,7 +34,7 @@ def test_each_groups_analytic_kl_matches_a_monte_carlo_estimate():
     model = hvae().eval()
     x = binary_images(2)
     with torch.no_grad():
-        _, record = model.top_down(2, model.bottom_up(x))
+        _, record = model.top_down(2, model.encoding(x))
         assert len(record) == 4
         for _z, p, q in record:
             kl = gaussian_kl(q, p)
@@ -125,10 +125,10 @@ def has_switch_on(model, switch: str) -> bool:
     """Whether the structure a switch controls is in the built model (or, for the posterior's
     parametrization, in what it computes)."""
     if switch == "residual_posterior":  # a residual posterior moves with its prior
-        h, feature = torch.randn(1, 8, 2, 2), torch.randn(1, 8, 2, 2)
+        e, share = torch.randn(1, 8, 2, 2), torch.randn(1, 4, 2, 2)
         zeros = torch.zeros(1, 2, 2, 2)
         with torch.no_grad():
-            q0, q1 = model.posterior(1, h, feature, (zeros, zeros)), model.posterior(1, h, feature, (zeros + 1, zeros))
+            q0, q1 = model.posterior(1, e, share, (zeros, zeros)), model.posterior(1, e, share, (zeros + 1, zeros))
         return not torch.equal(q0[0], q1[0])
     kinds = {
         "separable": lambda m: isinstance(m, torch.nn.Conv2d) and m.groups > 1,
@@ -189,10 +189,36 @@ def test_soft_clamp_bounds_every_gaussians_mean_and_log_std(clamp):
     model = hvae(soft_clamp=clamp)
     with torch.no_grad():
         for conv in [*model.posteriors, *model.priors]:
-            conv[1].weight.mul_(1000)
-        _, record = model.top_down(4, model.bottom_up(binary_images(4)))
+            conv.weight.mul_(1000)
+        _, record = model.top_down(4, model.encoding(binary_images(4)))
     params = torch.cat([t.flatten() for _, p, q in record for t in (*p, *q)])
     means = torch.cat([t.flatten() for _, p, q in record for t in (p[0], q[0])])
     logvars = torch.cat([t.flatten() for _, p, q in record for t in (p[1], q[1])])
     bounded = bool(means.abs().max() <= 5 and logvars.abs().max() <= 10)
     assert bounded == bool(clamp), params.abs().max()
+
+
+def test_posterior_head_split_into_state_and_encoder_shares_is_the_head_on_both():
+    """log_weights computes the encoder's share of each posterior once per image: with the state's
+    share it must give the head convolution of ELU([h, f]) it stands for."""
+    model = hvae().eval()
+    x = binary_images(3)
+    with torch.no_grad():
+        features, shares = model.bottom_up(x), model.encoding(x)
+        h = torch.randn(3, 8, *features[1].shape[2:])
+        zeros = torch.zeros(3, 2, *features[1].shape[2:])
+        mean, logvar = model.posterior(1, torch.nn.functional.elu(h), shares[1], (zeros, zeros))
+        whole = model.posteriors[1](torch.nn.functional.elu(torch.cat([h, features[1]], 1)))
+    torch.testing.assert_close(torch.cat([mean, logvar], 1), torch.cat(model.clamped(*whole.chunk(2, 1)), 1))
+
+
+def test_checkpoints_from_when_the_heads_held_their_elu_still_load():
+    model = hvae()
+    old = {}
+    for key, value in model.state_dict().items():
+        head, *rest = key.split(".")
+        old[".".join([head, rest[0], "1", *rest[1:]]) if head in ("priors", "posteriors") else key] = value + 1
+    assert "posteriors.0.1.weight" in old
+    fresh = hvae()
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh.posteriors[0].weight, model.posteriors[0].weight + 1)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genctl.models.base import MODELS
@@ -102,12 +103,10 @@ class HVAE(LatentVariableModel):
         self.encoder_cells = nn.ModuleList(stack(False) for _ in range(groups))
         # top-down
         self.start = nn.Parameter(torch.zeros(1, channels, *top))
-        self.priors = nn.ModuleList(
-            nn.Sequential(nn.ELU(), nn.Conv2d(channels, 2 * latent_channels, 3, padding=1)) for _ in range(groups - 1)
-        )
-        self.posteriors = nn.ModuleList(
-            nn.Sequential(nn.ELU(), nn.Conv2d(2 * channels, 2 * latent_channels, 3, padding=1)) for _ in range(groups)
-        )
+        # the Gaussians' heads, each a convolution of the ELU of what it reads (top_down applies it)
+        self.priors = nn.ModuleList(nn.Conv2d(channels, 2 * latent_channels, 3, padding=1) for _ in range(groups - 1))
+        self.posteriors = nn.ModuleList(nn.Conv2d(2 * channels, 2 * latent_channels, 3, padding=1) for _ in range(groups))
+        self.register_load_state_dict_pre_hook(_heads_were_sequential)
         self.merge = nn.ModuleList(nn.Conv2d(channels + latent_channels, channels, 1) for _ in range(groups))
         self.decoder_cells = nn.ModuleList(stack(separable) for _ in range(groups))
         self.up = nn.ModuleList(nn.ConvTranspose2d(channels, channels, 4, 2, 1) for _ in range(scales))  # up[s]: scale s -> s + 1
@@ -142,14 +141,31 @@ class HVAE(LatentVariableModel):
         c = self.soft_clamp
         return c * torch.tanh(mean / c), 2 * c * torch.tanh(logvar / (2 * c))
 
-    def prior(self, g: int, h: torch.Tensor) -> Gaussian:
+    def prior(self, g: int, e: torch.Tensor) -> Gaussian:
+        """p(z_g | z_<g) from ``e``, the ELU of the top-down state (which the posterior reads too)."""
         if g == 0:
-            zeros = h.new_zeros(len(h), *self.group_shapes[0])
+            zeros = e.new_zeros(len(e), *self.group_shapes[0])
             return zeros, zeros
-        return self.clamped(*self.priors[g - 1](h).chunk(2, 1))
+        return self.clamped(*self.priors[g - 1](e).chunk(2, 1))
 
-    def posterior(self, g: int, h: torch.Tensor, feature: torch.Tensor, prior: Gaussian) -> Gaussian:
-        mean, logvar = self.posteriors[g](torch.cat([h, feature], 1)).chunk(2, 1)
+    def posterior_shares(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each group's encoder share of its posterior's parameters. The posterior head is one
+        convolution of ELU([h, f]) (state, encoder features), which is the sum of a convolution of
+        ELU(h) and one of ELU(f); the second depends on x alone, so :meth:`log_weights` computes it
+        once per image instead of once per importance sample (and the head's ELU of h is the
+        prior's)."""
+        shares = []
+        for g, feature in enumerate(features):
+            conv = self.posteriors[g]
+            half = conv.in_channels // 2
+            shares.append(F.conv2d(F.elu(feature), conv.weight[:, half:], conv.bias, padding=conv.padding))
+        return shares
+
+    def posterior(self, g: int, e: torch.Tensor, share: torch.Tensor, prior: Gaussian) -> Gaussian:
+        """q(z_g | x, z_<g) from ``e`` (ELU of the state) and the group's :meth:`posterior_shares` entry."""
+        conv = self.posteriors[g]
+        half = conv.in_channels // 2
+        mean, logvar = (F.conv2d(e, conv.weight[:, :half], None, padding=conv.padding) + share).chunk(2, 1)
         if self.residual_posterior:
             mean, logvar = prior[0] + mean, prior[1] + logvar
         return self.clamped(mean, logvar)
@@ -157,23 +173,24 @@ class HVAE(LatentVariableModel):
     def top_down(
         self,
         n: int,
-        features: list[torch.Tensor] | None = None,
+        shares: list[torch.Tensor] | None = None,
         latents: list[torch.Tensor | None] | None = None,
         temperature: float = 1.0,
     ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, Gaussian, Gaussian | None]]]:
         """Decoder output for ``n`` images, and per group (z, prior, posterior or None).
 
-        Each group's z is ``latents[g]`` where given, else a draw from the posterior when encoder
-        ``features`` are given, else from the prior; ``temperature`` scales the draws' standard
-        deviation (0: the means, deterministic).
+        Each group's z is ``latents[g]`` where given, else a draw from the posterior when the
+        encoder's ``shares`` (:meth:`encoding`) are given, else from the prior; ``temperature``
+        scales the draws' standard deviation (0: the means, deterministic).
         """
         h = self.start.expand(n, -1, -1, -1)
         record = []
         for g in range(self.groups):
             if g and self.group_scale[g] != self.group_scale[g - 1]:
                 h = self.up[self.group_scale[g] - 1](h)
-            p = self.prior(g, h)
-            q = None if features is None else self.posterior(g, h, features[g], p)
+            e = F.elu(h)
+            p = self.prior(g, e)
+            q = None if shares is None else self.posterior(g, e, shares[g], p)
             z = None if latents is None else latents[g]
             if z is None:
                 z = reparametrize(*(p if q is None else q), scale=temperature)
@@ -183,17 +200,17 @@ class HVAE(LatentVariableModel):
         return self.output(h), record
 
     def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out, record = self.top_down(len(x), self.bottom_up(x))
+        out, record = self.top_down(len(x), self.encoding(x))
         kl = torch.stack([gaussian_kl(q, p) for _, p, q in record], dim=1)
         return self.likelihood.log_prob(x, out), kl
 
     def encoding(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.bottom_up(x)
+        return self.posterior_shares(self.bottom_up(x))
 
     def log_weights(self, x: torch.Tensor, k: int, encoding: list[torch.Tensor] | None = None) -> torch.Tensor:
-        features = self.bottom_up(x) if encoding is None else encoding
+        shares = self.encoding(x) if encoding is None else encoding
         xs = x.repeat(k, 1, 1, 1)  # sample-major: row i * B + b is image b's i-th sample
-        out, record = self.top_down(len(xs), [f.repeat(k, 1, 1, 1) for f in features])
+        out, record = self.top_down(len(xs), [share.repeat(k, 1, 1, 1) for share in shares])
         log_w = self.likelihood.log_prob(xs, out)
         for z, p, q in record:
             log_w = log_w + gaussian_log_density(z, p) - gaussian_log_density(z, q)
@@ -221,8 +238,8 @@ class HVAE(LatentVariableModel):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The top group's posterior, flattened: the whole posterior when there is one group."""
-        h = self.start.expand(len(x), -1, -1, -1)
-        mean, logvar = self.posterior(0, h, self.bottom_up(x)[0], self.prior(0, h))
+        e = F.elu(self.start).expand(len(x), -1, -1, -1)
+        mean, logvar = self.posterior(0, e, self.encoding(x)[0], self.prior(0, e))
         return mean.flatten(1), logvar.flatten(1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -232,8 +249,17 @@ class HVAE(LatentVariableModel):
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
         """Every group's posterior mean (each given the means above it), flattened into one vector."""
-        _, record = self.top_down(len(x), self.bottom_up(x), temperature=0.0)
+        _, record = self.top_down(len(x), self.encoding(x), temperature=0.0)
         return torch.cat([z.flatten(1) for z, _, _ in record], 1)
 
     def render(self, z: torch.Tensor) -> torch.Tensor:
         return self.likelihood.mean(self.top_down(len(z), latents=self.split_latents(z))[0])
+
+
+def _heads_were_sequential(module: nn.Module, state: dict, prefix: str, *_) -> None:
+    """Checkpoints written while each head was ``nn.Sequential(ELU, Conv2d)`` name its tensors
+    ``priors.i.1.*``; they load as ``priors.i.*``."""
+    for key in [k for k in state if k.startswith((f"{prefix}priors.", f"{prefix}posteriors."))]:
+        head, index, *rest = key[len(prefix) :].split(".")
+        if rest[:1] == ["1"] and len(rest) == 2:
+            state[f"{prefix}{head}.{index}.{rest[1]}"] = state.pop(key)
