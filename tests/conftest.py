@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from genctl.cli.main import main
+from genctl.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -53,6 +55,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The embedded digits (dynamic binarization, no validation split): real images for any test."""
+    return load_dataset(OmegaConf.create({"name": "digits", "binarize": "dynamic", "val_size": 0, "split_seed": 0}))
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from genctl.data import load_dataset
 from genctl.eval.estimators import estimates
 from genctl.eval.evaluate import evaluate
 from genctl.models import build_model
@@ -162,17 +161,16 @@ def test_completion_keeps_the_known_half(fast):
 
 
 @pytest.mark.parametrize("key", ["fvsbn", "nade", "made", "pixelcnn", "gated_pixelcnn", "pixelrnn"])
-def test_fresh_default_models_score_real_digits_near_784_ln2(key):
+def test_fresh_default_models_score_real_digits_near_784_ln2(digits, key):
     """Nothing learnt yet: about 1/2 per binary pixel, 784 ln 2 = 543 nats (catches doubled
     activations, logits scored as probabilities and the like)."""
     from genctl.config import config_dir
 
     cfg = OmegaConf.load(config_dir() / "model" / f"{key}.yaml")
     del cfg["defaults"]
-    data = load_dataset(OmegaConf.create({"name": "digits", "binarize": "dynamic", "val_size": 0, "split_seed": 0}))
     torch.manual_seed(0)
-    model = build_model(cfg, data.shape, data.binary)
-    nll = evaluate(model, data.fixed("test")[:50], 50, k=1, chunk=1, seed=0)["nll_exact"]
+    model = build_model(cfg, digits.shape, digits.binary)
+    nll = evaluate(model, digits.fixed("test")[:50], 50, k=1, chunk=1, seed=0)["nll_exact"]
     assert abs(nll - 784 * math.log(2)) < 60, nll
 
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from genctl.data import load_dataset
 from genctl.eval.evaluate import evaluate
 from genctl.models import build_model
 from genctl.nn.gaussian import reparametrize
@@ -23,10 +22,9 @@ def model_cfg(name: str, **options):
     "name, options",
     [("vae", {"arch": "conv", "channels": [8, 16], "hidden": [32], "latent_dim": 8}), ("hvae", {"channels": 8, "scales": 1})],
 )
-def test_compiled_iwae_evaluation_equals_eager(name, options):
+def test_compiled_iwae_evaluation_equals_eager(digits, name, options):
     """Same draws (Inductor's fallback_random), same bound to float tolerance, and a compiled
     graph did run: k=5 in chunks of 2 leaves a short last chunk, a second shape to compile."""
-    digits = load_dataset(OmegaConf.create({"name": "digits", "binarize": "dynamic", "val_size": 0, "split_seed": 0}))
     torch.manual_seed(0)
     model = build_model(model_cfg(name, **options), digits.shape, digits.binary)
     trained_batchnorm(model)

@@ -9,7 +9,6 @@ import torch
 from omegaconf import OmegaConf
 
 from genctl.config import build
-from genctl.data import load_dataset
 from genctl.errors import GenctlError
 from genctl.eval.estimators import estimates
 from genctl.eval.evaluate import evaluate
@@ -83,12 +82,6 @@ def test_elbo_below_iwae_below_exact_and_iwae_tightens_with_k():
     assert all(a < b for a, b in zip(bounds, bounds[1:])), bounds
     assert bounds[-1] <= exact + 1e-3
     assert exact - bounds[-1] < 0.25 * (exact - elbo)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    cfg = OmegaConf.create({"name": "digits", "binarize": "dynamic", "val_size": 0, "split_seed": 0})
-    return load_dataset(cfg)
 
 
 AE = {"name": "ae", "arch": "mlp", "latent_dim": 4, "hidden": [8], "channels": [4], "activation": "relu", "downsample": "stride"}

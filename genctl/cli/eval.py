@@ -52,7 +52,9 @@ def main(cfg: DictConfig) -> None:
     if "nll" in e.metrics:
         labels = data.labels[e.split] if is_conditional(model) else None
         shard = (rank, world)
-        share = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, rank == 0, labels, shard, compile=e.compile)
+        share = evaluate(
+            model, x, e.batch_size, e.k, e.chunk, e.seed, progress=rank == 0, labels=labels, shard=shard, compile=e.compile
+        )
         with distributed.lost_peers_in_one_line():
             shares = distributed.gather(share)
         means = {name: sum(part[name] for part in shares) for name in share}

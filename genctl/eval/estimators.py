@@ -41,7 +41,7 @@ def iwae_log_likelihood(
 
 def compiled_log_weights(model: LatentLikelihood) -> LogWeights:
     """``model.log_weights`` through ``torch.compile``: the pass runs k / chunk times per batch,
-    so fusing its elementwise work pays for the compilation (scripts/bench_speed.py part c).
+    so fusing its elementwise work pays for the compilation (scripts/bench_eval.py).
     Inductor's ``fallback_random`` keeps torch's own random draws, so the weights, and the IWAE
     bound, equal eager evaluation's to float tolerance; shapes are static (a batch's last chunk
     or a split's last batch compiles once more)."""

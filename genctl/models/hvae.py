@@ -156,16 +156,20 @@ class HVAE(LatentVariableModel):
         prior's)."""
         shares = []
         for g, feature in enumerate(features):
-            conv = self.posteriors[g]
-            half = conv.in_channels // 2
-            shares.append(F.conv2d(F.elu(feature), conv.weight[:, half:], conv.bias, padding=conv.padding))
+            conv, _, on_features = self.posterior_head(g)
+            shares.append(F.conv2d(F.elu(feature), on_features, conv.bias, padding=conv.padding))
         return shares
+
+    def posterior_head(self, g: int) -> tuple[nn.Conv2d, torch.Tensor, torch.Tensor]:
+        """Group ``g``'s posterior convolution and its kernel's halves over the state and the features."""
+        conv = self.posteriors[g]
+        on_state, on_features = conv.weight.chunk(2, 1)
+        return conv, on_state, on_features
 
     def posterior(self, g: int, e: torch.Tensor, share: torch.Tensor, prior: Gaussian) -> Gaussian:
         """q(z_g | x, z_<g) from ``e`` (ELU of the state) and the group's :meth:`posterior_shares` entry."""
-        conv = self.posteriors[g]
-        half = conv.in_channels // 2
-        mean, logvar = (F.conv2d(e, conv.weight[:, :half], None, padding=conv.padding) + share).chunk(2, 1)
+        conv, on_state, _ = self.posterior_head(g)
+        mean, logvar = (F.conv2d(e, on_state, None, padding=conv.padding) + share).chunk(2, 1)
         if self.residual_posterior:
             mean, logvar = prior[0] + mean, prior[1] + logvar
         return self.clamped(mean, logvar)
@@ -239,7 +243,8 @@ class HVAE(LatentVariableModel):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The top group's posterior, flattened: the whole posterior when there is one group."""
         e = F.elu(self.start).expand(len(x), -1, -1, -1)
-        mean, logvar = self.posterior(0, e, self.encoding(x)[0], self.prior(0, e))
+        top_share = self.posterior_shares(self.bottom_up(x)[:1])[0]
+        mean, logvar = self.posterior(0, e, top_share, self.prior(0, e))
         return mean.flatten(1), logvar.flatten(1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
