@@ -20,6 +20,7 @@ On several nodes torchrun's restart counts can differ between nodes: launch with
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 from collections.abc import Iterator
@@ -37,8 +38,14 @@ from genctl.errors import GenctlError
 # meets the others (imports, composing the config): this bounds a meeting that cannot happen.
 MEET_TIMEOUT = timedelta(minutes=2)
 
+# How long a process that is done waits for the others before it leaves (rank 0 may still be
+# testing best.pt, which can take long): a peer that dies is noticed by torchrun, not by this wait.
+LEAVE_TIMEOUT = timedelta(hours=24)
+
 # torchrun's store for the whole launch, kept across restarts (None where each attempt has its own).
 _launch_store: dist.Store | None = None
+# Where this attempt's processes met (None outside torchrun): they leave through it too.
+_attempt_store: dist.Store | None = None
 
 
 def world_size() -> int:
@@ -72,7 +79,7 @@ def init() -> None:
     wait on them (pytorch/pytorch#135712, #167288). Each attempt therefore meets under its own
     prefix, and first in the store, which bounds the wait with :data:`MEET_TIMEOUT`.
     """
-    global _launch_store
+    global _launch_store, _attempt_store
     if world_size() == 1 or dist.is_initialized():
         return
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
@@ -82,6 +89,7 @@ def init() -> None:
             _launch_store, store = store, dist.PrefixStore(f"genctl/attempt_{attempt}", store)
         store.set(f"arrived/{rank_}", "1")
         store.wait([f"arrived/{r}" for r in range(world)], MEET_TIMEOUT)
+        _attempt_store = store
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend, store=store, rank=rank_, world_size=world)
     except (RuntimeError, ValueError) as e:  # torch's DistError types are RuntimeErrors
@@ -182,6 +190,22 @@ def lost_peers_in_one_line() -> Iterator[None]:
         ) from e
 
 
-def finish() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def finish(completed: bool) -> None:
+    """Leave the process group, all processes together where this one ``completed`` its work.
+
+    A process that leaves while a peer is still connected (rank 0 writing its report) can abort at
+    interpreter exit: the group's gloo threads outlive ``destroy_process_group`` while
+    DistributedDataParallel holds the group, and tearing them down with a live connection ends in
+    ``terminate called without an active exception`` (SIGABRT), after which torchrun stops rank 0
+    before it has written metrics.json. So every process says it is done, one that completed waits
+    until all have (a failed one leaves at once: its peers must not wait for a report that will not
+    come), and the group is released before the interpreter's exit.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if _attempt_store is not None:
+        _attempt_store.set(f"left/{rank()}", "1")
+        if completed:
+            _attempt_store.wait([f"left/{r}" for r in range(world_size())], LEAVE_TIMEOUT)
+    dist.destroy_process_group()
+    gc.collect()  # the DDP reducer's hold on the group goes now, with its gloo threads

@@ -60,7 +60,7 @@ def main(cfg: DictConfig) -> None:
         means = {name: sum(part[name] for part in shares) for name in share}
         metrics = describe(means, model, e.k)
         filed[evaluation_name(e.split, path.name)] = Evaluation(metrics, about), summarize(metrics)
-    distributed.finish()  # no collective follows: every process leaves the group before it ends
+    distributed.finish(completed=True)  # no collective follows: the processes leave the group together
     if rank > 0:  # rank 0 draws the samples that sample quality needs, and writes the record
         return
     if "fid" in e.metrics:

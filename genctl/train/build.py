@@ -194,7 +194,18 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
 
     Ctrl-C during training stops the loop cleanly (it saves last.pt); outside the loop, while the
     run starts or after it trained (the final test), it is a ``KeyboardInterrupt`` saying what the
-    run folder holds."""
+    run folder holds. Under torchrun the processes leave together once rank 0's report is written,
+    after the trainer (and the process group it holds) is gone."""
+    completed = False
+    try:
+        progress = _fit(cfg, run_dir)
+        completed = True
+        return progress
+    finally:
+        distributed.finish(completed)
+
+
+def _fit(cfg: DictConfig, run_dir: Path) -> Progress:
     trainer, start = None, 0
     try:
         with distributed.lost_peers_in_one_line():
@@ -217,5 +228,3 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                 f"continue with: genctl train resume={cfg.resume}"
             ) from None
         raise KeyboardInterrupt(f"interrupted during start-up, before the first step: nothing was trained in {run_dir}") from None
-    finally:
-        distributed.finish()
