@@ -48,32 +48,74 @@ def stored(run: Path, *extra: str) -> None:
 
 def test_only_genctls_own_settings_are_replayed(tmp_path):
     (tmp_path / ".hydra").mkdir()
-    lines = ["model=ae", "debug=tiny", "trainer.max_steps=2", "hydra.job.chdir=true", "hydra/launcher=local"]
-    lines += ["model@foo=vae", "+extra=1", "resume=elsewhere", "overwrite=true", "paths.data_dir=/data"]
+    lines = ["model=ae", "debug=tiny", "trainer.max_steps=2", "paths.data_dir=/data", "experiment=mnist_vae"]
+    lines += ["resume=elsewhere", "overwrite=true", "logger=[mlflow]", "tracking.mlflow.experiment=x"]
     (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(lines))
     kept, left_out = replayed_overrides(tmp_path)
-    assert kept == ["model=ae", "debug=tiny", "trainer.max_steps=2", "paths.data_dir=/data"]
-    assert left_out == ["hydra.job.chdir=true", "hydra/launcher=local", "model@foo=vae", "+extra=1"]
+    assert kept == ["model=ae", "debug=tiny", "trainer.max_steps=2", "paths.data_dir=/data", "experiment=mnist_vae"]
+    assert left_out == ["logger=[mlflow]", "tracking.mlflow.experiment=x"]  # given again at a resume, with a warning
 
 
-@pytest.mark.parametrize("key", ["+hydra.callbacks.planted", "+model.planted"])
-def test_a_stored_target_is_refused_and_nothing_is_instantiated(cli, run, tmp_path, key):
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me")
-    stored(run, f"{key}._target_=builtins.open", f"{key}.file={victim}", f"{key}.mode=w")
+def planted_recipe(folder: Path, marker: Path) -> Path:
+    """A YAML file that, loaded by Hydra as a config, has Hydra create ``marker`` when the job starts;
+    the path without its suffix, as a group choice names a config."""
+    folder.mkdir()
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(
+        "# @package _global_\nhydra:\n  callbacks:\n    planted:\n"
+        f"      _target_: builtins.open\n      file: {marker}\n      mode: w\n"
+    )
+    return recipe.with_suffix("")
+
+
+ESCAPES = [
+    "experiment={escape}",
+    "model={escape}",
+    "dataset={escape}",
+    "debug={escape}",
+    "trainer={absolute}",
+    "hydra/launcher={escape}",
+    "experiment@_global_={escape}",
+    "+experiment={escape}",
+    "++model.planted=1",
+    "~trainer.grad_clip",
+    "hydra.job.chdir=true",
+    "+hydra.callbacks.planted._target_=builtins.open",
+    "model._target_=builtins.open",
+    "unknown.key=1",
+    "model=vae,ae",
+]
+
+
+@pytest.mark.parametrize("entry", ESCAPES)
+def test_a_stored_entry_genctl_would_not_write_refuses_the_resume_and_runs_nothing(cli, run, tmp_path, entry):
+    marker = tmp_path / "planted.txt"
+    recipe = planted_recipe(tmp_path / "evil", marker)
+    line = entry.format(escape="../" * 40 + str(recipe).lstrip("/"), absolute=recipe)
+    stored(run, line)
     before = files(run)
-    code, _, err = cli("train", f"resume={run}")
-    line = one_line_error(code, err)
-    assert "_target_" in line and "is refused" in line and str(run / ".hydra" / "overrides.yaml") in line
-    assert victim.read_text() == "keep me"
+    code, _, err = cli("train", f"resume={run}", "trainer.max_steps=3")
+    message = one_line_error(code, err)
+    assert f"{run / '.hydra' / 'overrides.yaml'} is refused: '{line}'" in message, message
+    assert not marker.exists()
     assert files(run) == before
 
 
-def test_hydra_settings_in_a_stored_run_are_left_out_with_a_warning(cli, run):
-    stored(run, "hydra.job.chdir=true")
+def test_the_planted_recipe_runs_its_callback_when_a_person_names_it(cli, tmp_path):
+    """What the refusals above keep out is real: named on the command line (a person's own choice),
+    the escaping group choice loads the YAML and Hydra runs its callback."""
+    marker = tmp_path / "planted.txt"
+    recipe = planted_recipe(tmp_path / "evil", marker)
+    code, _, err = cli("train", *SHORT, "experiment=" + "../" * 40 + str(recipe).lstrip("/"), f"hydra.run.dir={tmp_path / 'r'}")
+    assert code == 0, err
+    assert marker.exists()
+
+
+def test_launch_settings_in_a_stored_run_are_left_out_with_a_warning(cli, run):
+    stored(run, "logger=[tensorboard]")
     code, _, err = cli("train", f"resume={run}", "trainer.max_steps=3")
     assert code == 0, err
-    assert "warning: not replayed from" in err and "hydra.job.chdir=true" in err
+    assert "warning: not replayed from" in err and "logger=[tensorboard]" in err
     assert load_checkpoint(run / "last.pt")["progress"]["step"] == 3
 
 

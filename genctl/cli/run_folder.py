@@ -4,8 +4,10 @@ Hydra writes ``.hydra/`` and the log into the run folder before the task starts,
 leave a folder untouched is decided here, by the dispatcher, from the config the pre-check
 composed (:func:`genctl.cli.overrides.compose_command_line`):
 
-- ``resume=RUN`` replays RUN's stored overrides, but only genctl's own settings: a run folder is
-  data someone may hand over, and Hydra instantiates whatever a ``_target_`` in ``hydra.*`` names.
+- ``resume=RUN`` replays RUN's stored overrides, but only what genctl itself stores there (a group
+  choice genctl ships, a plain key of its own sections): a run folder is data someone may hand
+  over, Hydra loads whatever YAML a group choice's path names and instantiates whatever a
+  ``_target_`` in ``hydra.*`` names; anything else refuses the resume.
 - a folder that already holds a run is not trained into unless the run is resumed there or
   ``overwrite=true`` says to replace it;
 - a resume whose settings cannot continue the run (another model, data split, batch size, seed,
@@ -27,18 +29,26 @@ from typing import Any
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from genctl.cli.errors import describe
+from genctl.config import group_choices
 from genctl.distributed import restart_count
 from genctl.errors import GenctlError
 
-# Settings a resume replays from RUN/.hydra/overrides.yaml: genctl's config groups and their keys.
-REPLAYED = ("model", "dataset", "optim", "loss", "trainer", "eval", "experiment", "debug", "paths")
-# Keys about one launch rather than the run: never replayed, and not worth a warning.
+# What a resume replays from RUN/.hydra/overrides.yaml, and nothing else: a choice among the YAML
+# files genctl ships for one of these groups, and a key under one of these sections.
+REPLAYED_GROUPS = ("model", "dataset", "optim", "loss", "trainer", "eval", "experiment", "debug", "paths")
+REPLAYED_SECTIONS = ("model", "dataset", "optim", "loss", "trainer", "eval", "paths")
+# A dotted key of plain names: no ``_target_``-like special key, no group path, no package.
+KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*")
+# genctl's settings about one launch rather than the run: not replayed. This launch has its own
+# resume and overwrite; trackers and a search are given again (a warning names them).
 LAUNCH_KEYS = ("resume", "overwrite")
+NOT_REPLAYED = ("logger", "tracking", "hparams_search")
 # What training produces: a folder holding any of it holds a run. One that holds only a config and
 # a log (a run stopped before its first validation) has nothing to lose, and is trained into.
 TRAINED = ("last.pt", "best.pt", "metrics.json", "history.jsonl")
@@ -57,8 +67,12 @@ def run_of(resume: str | Path) -> Path:
 
 
 def replayed_overrides(run: Path) -> tuple[list[str], list[str]]:
-    """RUN's stored overrides a resume applies again, and the ones it leaves out (``hydra.*``,
-    Hydra's groups, packages, keys genctl does not define). Any naming a ``_target_`` is refused."""
+    """RUN's stored overrides a resume applies again, and the launch settings it leaves out.
+
+    A run folder may come from anyone, and Hydra loads whatever file a group choice names and runs
+    whatever ``hydra.callbacks`` names, so only what :func:`_refusal` accepts is replayed; any other
+    entry refuses the whole resume before anything is composed, run or written.
+    """
     path = run / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return [], []
@@ -68,25 +82,42 @@ def replayed_overrides(run: Path) -> tuple[list[str], list[str]]:
         raise GenctlError(f"{path} is not readable YAML ({type(e).__name__}); resume from a run folder genctl wrote") from e
     if not isinstance(stored, list) or not all(isinstance(o, str) for o in stored):
         raise GenctlError(f"{path} is not a list of overrides; resume from a run folder genctl wrote")
-    targets = [o for o in stored if "_target_" in o]
-    if targets:
-        raise GenctlError(
-            f"{path} is refused: '{targets[0]}' names a _target_, code Hydra would run; a resume replays only "
-            f"genctl's own settings, so remove that line only if you trust the rest of the folder"
-        )
-    try:
-        parsed = OverridesParser.create().parse_overrides(stored)
-    except OverrideParseException as e:
-        raise GenctlError(f"{path}: {describe(e)}") from e
     kept: list[str] = []
     left_out: list[str] = []
-    for o in parsed:
-        top = re.split(r"[./]", o.key_or_group)[0]
-        if top in LAUNCH_KEYS:
+    for line in stored:
+        try:
+            (o,) = OverridesParser.create().parse_overrides([line])
+        except OverrideParseException as e:
+            raise GenctlError(f"{path} is refused: '{line}' is not an override ({describe(e)})") from e
+        top = "" if o.is_hydra_override() else o.key_or_group.split(".")[0]
+        if top in LAUNCH_KEYS + NOT_REPLAYED:
+            left_out += [line] if top in NOT_REPLAYED else []
             continue
-        own = top in REPLAYED and o.package is None and not o.is_sweep_override()
-        (kept if own else left_out).append(o.input_line)
+        why = _refusal(o)
+        if why:
+            raise GenctlError(
+                f"{path} is refused: '{line}' {why}; a resume replays only a choice genctl ships for "
+                f"{', '.join(REPLAYED_GROUPS)} and plain keys of {', '.join(REPLAYED_SECTIONS)}: "
+                "give the setting on the command line if you trust it"
+            )
+        kept.append(line)
     return kept, left_out
+
+
+def _refusal(o: Override) -> str | None:
+    """Why a stored override is not one genctl itself would have stored (None: it is)."""
+    if o.is_hydra_override():
+        return "is Hydra's own setting"
+    if o.type != OverrideType.CHANGE or o.package is not None or o.is_sweep_override():
+        return "adds, deletes, packages or sweeps"
+    if o.key_or_group in REPLAYED_GROUPS:
+        value = o.value()
+        if not isinstance(value, str) or value not in group_choices(o.key_or_group):
+            return f"is not one of the {o.key_or_group} configs genctl ships"
+        return None
+    if not KEY.fullmatch(o.key_or_group) or o.key_or_group.split(".")[0] not in REPLAYED_SECTIONS:
+        return "is not a key of genctl's config"
+    return None
 
 
 def holds_run(folder: Path) -> list[str]:
