@@ -135,6 +135,20 @@ def test_a_resume_that_cannot_continue_the_run_is_refused_leaving_it_byte_identi
     assert load_checkpoint(run / "last.pt")["progress"]["step"] == 3
 
 
+def test_a_resume_trains_with_the_optimizer_settings_it_is_given(cli, run):
+    """optim.lr and the other optimizer settings a resume may change take effect from the resumed
+    step (the stored optimizer state keeps only its moments), and the log says what changed."""
+    code, _, err = cli("train", f"resume={run}", "optim.lr=0.5", "optim.weight_decay=0.25", "trainer.max_steps=3")
+    assert code == 0, err
+    state = load_checkpoint(run / "last.pt")
+    (group,) = state["optimizer"]["param_groups"]
+    assert group["lr"] == 0.5 and group["weight_decay"] == 0.25  # constant schedule, no warm-up
+    assert state["scheduler"]["base_lrs"] == [0.5] and state["config"]["optim"]["lr"] == 0.5
+    assert state["progress"]["step"] == 3 and "exp_avg" in next(iter(state["optimizer"]["state"].values()))
+    log = (run / "train.log").read_text()
+    assert "from here on: optim.lr 0.001 -> 0.5, optim.weight_decay 0.0 -> 0.25, trainer.max_steps 2 -> 3" in log
+
+
 def test_a_resume_that_fails_before_training_leaves_the_record_as_it_was(cli, run):
     before = files(run)
     code, _, err = cli("train", f"resume={run}", "trainer.val_batch_size=0")  # refused while the trainer is built

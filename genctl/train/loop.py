@@ -30,7 +30,7 @@ from genctl.runs.checkpoint import load_checkpoint, load_weights, save_checkpoin
 from genctl.train.cadence import Every
 from genctl.train.hooks import Hook
 from genctl.train.optim import LRSchedule
-from genctl.train.state import Progress, Stopwatch, capture, restore
+from genctl.train.state import Progress, Stopwatch, capture, changed_settings, restore
 from genctl.train.step import TrainStep
 from genctl.train.validation import Validation, mean_loss
 
@@ -108,8 +108,15 @@ class Trainer:
     def resume(self, path: Path) -> None:
         state = load_checkpoint(path)
         load_weights(self.model, state, path)
-        self.progress = restore(state, self.step, self.lr, self.batches)
-        log.info("resumed from %s at epoch %d, step %d", path, self.progress.epoch, self.progress.step)
+        self.progress = restore(state, self.step, self.batches)
+        changed = changed_settings(state.get("config") or {}, self.meta["config"])
+        log.info(
+            "resumed from %s at epoch %d, step %d%s",
+            path,
+            self.progress.epoch,
+            self.progress.step,
+            f"; from here on: {', '.join(changed)}" if changed else "",
+        )
 
     def save(self, name: str) -> None:
         """Write ``name`` in the run folder (rank 0; every rank must call it)."""

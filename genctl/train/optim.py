@@ -43,8 +43,8 @@ def lr_factor(schedule: str, warmup_steps: int, step: int, progress: float) -> f
 @dataclass
 class LRSchedule:
     """``optim.schedule`` with ``optim.lr_warmup_steps`` over the optimizer's base LRs. The LR is a
-    function of the step and of the fraction of the run done, both in the training progress; the
-    base LRs and the schedule's name are its checkpointed state (as torch's schedulers keep theirs)."""
+    function of the step and of the fraction of the run done, both in the training progress, so
+    it needs no state of its own to continue a run."""
 
     schedule: str
     warmup_steps: int
@@ -56,11 +56,9 @@ class LRSchedule:
             group["lr"] = lr * factor
 
     def state_dict(self) -> dict[str, Any]:
+        """What the run trained with, for the record; a resume takes its own ``optim.*`` instead
+        (a changed ``optim.lr`` holds from the resumed step on)."""
         return {"base_lrs": self.base_lrs, "schedule": self.schedule}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The schedule continues from the stored LRs."""
-        self.base_lrs = list(state["base_lrs"])
 
 
 def build_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> LRSchedule:

@@ -98,14 +98,16 @@ def capture(model: nn.Module, step: TrainStep, lr: LRSchedule, batches: Batches,
     }
 
 
-def restore(state: dict[str, Any], step: TrainStep, lr: LRSchedule, batches: Batches) -> Progress:
-    """Put a checkpoint's optimizer, schedule, data order and random streams back (the weights are
-    loaded apart, with a clear error on a mismatch); where training stood."""
+def restore(state: dict[str, Any], step: TrainStep, batches: Batches) -> Progress:
+    """Put a checkpoint's optimizer state, data order and random streams back (the weights are
+    loaded apart, with a clear error on a mismatch); where training stood. The optimizer's settings
+    and the LR schedule are the resumed run's own config: what a resume may change takes effect."""
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in step.optimizer.param_groups]
     step.optimizer.load_state_dict(state["optimizer"])
+    for group, own in zip(step.optimizer.param_groups, settings):
+        group.update(own)  # the moments carry on; this run's optim.* (lr, betas, weight decay...) hold
     if "scaler" in state:  # absent in checkpoints written before trainer.precision existed
         step.scaler.load_state_dict(state["scaler"])
-    if "scheduler" in state:
-        lr.load_state_dict(state["scheduler"])
     batches.load_state_dict(state["data"])
     if step.ema is not None and "ema" in state:  # a run that turns the average on at a resume starts it there
         step.ema.load_state_dict(state["ema"])
@@ -113,3 +115,16 @@ def restore(state: dict[str, Any], step: TrainStep, lr: LRSchedule, batches: Bat
     rank = distributed.rank()  # a run resumed with more processes than it had: the extra ranks take rank 0's
     restore_rng_state(ranks[rank] if rank < len(ranks) else state["rng"], batches.generator)
     return Progress(**state["progress"])
+
+
+def changed_settings(was: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key old -> new`` for every setting a resume changed (resolved configs as plain dicts): the
+    log says what the rest of the run trains with, since the checkpoint's config holds the new values."""
+    changed = []
+    for key in sorted(set(was) | set(now)):
+        old, new = was.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += changed_settings(old, new, f"{prefix}{key}.")
+        elif old != new and key != "resume":
+            changed.append(f"{prefix}{key} {old} -> {new}")
+    return changed
