@@ -451,3 +451,23 @@ def test_skip_nonfinite_skips_the_bad_steps_and_finishes(cli, tmp_path, poisoned
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["skipped_steps"] == 2 and metrics["steps"] == 16 and math.isfinite(metrics["train_loss"])
     assert all(torch.isfinite(v).all() for v in load_checkpoint(run / "last.pt")["model"].values())
+
+
+@pytest.mark.parametrize("how", ["every step skipped", "no finite validation loss"])
+def test_a_run_that_trained_nothing_fails_and_says_so(cli, tmp_path, poisoned_steps, how):
+    """skip_nonfinite must not turn a run whose every step was bad into a 'completed' one that
+    reports an untrained (or NaN) model's test numbers."""
+    run = tmp_path / "bad"
+    args = [*TINY, "trainer.skip_nonfinite=true", f"hydra.run.dir={run}"]
+    if how == "every step skipped":
+        poisoned_steps.update(range(8))  # the one epoch's 8 steps
+        expected = "the run failed: all 8 steps had a non-finite loss and were skipped, so nothing was trained"
+    else:  # the first step blows the weights up: the rest are skipped and every validation loss is NaN
+        args.append("optim.lr=1e30")
+        expected = "the run failed: no validation loss was finite, so there is no best.pt (7 of 8 steps skipped)"
+    code, _, err = cli("train", *args)
+    assert code == 2 and "Traceback" not in err, err
+    assert err.split("\r")[-1].strip() == f"genctl train: error: {expected}; lower optim.lr or set trainer.grad_clip"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["error"].startswith(expected) and "test" not in metrics
+    assert "test (best.pt)" not in (run / "train.log").read_text()

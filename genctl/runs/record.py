@@ -82,7 +82,7 @@ class RunRecord:
     epochs: int | None = None
     steps: int | None = None
     stopped: str | None = None  # why training ended: completed | max_steps | max_time | interrupted
-    error: str | None = None  # the one-line error that ended a failed sweep job
+    error: str | None = None  # the one-line error that ended a failed run (a sweep job, a run that trained nothing)
     wall_time_s: float | None = None
     cpu_time_s: float | None = None
     train_images_per_s: float | None = None

@@ -20,6 +20,7 @@ from genctl.train.hooks import Hook, ImageGrids
 
 if TYPE_CHECKING:
     from genctl.train.loop import Trainer
+    from genctl.train.state import Progress
 
 log = logging.getLogger("genctl")
 
@@ -65,8 +66,11 @@ class Report(Hook):
             train_loss=train_means.get("loss"),
         )
         best = self.run_dir / "best.pt"
-        if best.is_file():
-            load_weights(model, load_checkpoint(best, map_location=self.device), best, averaged=True)
+        record.error = failure(progress, best)
+        if record.error:
+            self.write(record)
+            raise GenctlError(record.error)
+        load_weights(model, load_checkpoint(best, map_location=self.device), best, averaged=True)
         grids, record.samples_per_s = self.grids.draw()
         record.images = [str(save_grid(grid, self.run_dir / f"{name}.png")) for name, grid in grids.items()]
         if self.test is not None:
@@ -79,6 +83,10 @@ class Report(Hook):
             record.evaluations[TEST] = Evaluation(describe(means, model, t.k), about)
             trainer.emit("on_scalars", "test", means)
             log.info("test (best.pt): %s", summarize(record.evaluations[TEST].metrics))
+        self.write(record)
+
+    def write(self, record: RunRecord) -> None:
+        """Write ``record`` as metrics.json, with the evaluations genctl eval filed meanwhile."""
         earlier = self.earlier_record()
         record.evaluations.update({name: e for name, e in earlier.evaluations.items() if name != TEST})
         record.extra = earlier.extra
@@ -92,6 +100,18 @@ class Report(Hook):
         except GenctlError as e:
             log.warning("replacing an unreadable record: %s", e)
             return RunRecord()
+
+
+def failure(progress: Progress, best: Path) -> str | None:
+    """Why a run that reached its end trained nothing worth testing (None: it did): every step
+    skipped as non-finite (trainer.skip_nonfinite), or no finite validation loss, hence no best.pt."""
+    if progress.step and progress.skipped == progress.step:
+        what = f"all {progress.step} steps had a non-finite loss and were skipped, so nothing was trained"
+    elif not best.is_file():
+        what = f"no validation loss was finite, so there is no best.pt ({progress.skipped} of {progress.step} steps skipped)"
+    else:
+        return None
+    return f"the run failed: {what}; lower optim.lr or set trainer.grad_clip"
 
 
 def peak_memory_mb(device: torch.device) -> float:
