@@ -199,7 +199,9 @@ def finish(completed: bool) -> None:
     ``terminate called without an active exception`` (SIGABRT), after which torchrun stops rank 0
     before it has written metrics.json. So every process says it is done, one that completed waits
     until all have (a failed one leaves at once: its peers must not wait for a report that will not
-    come), and the group is released before the interpreter's exit.
+    come), and the group is released before the interpreter's exit. A failed one does nothing slow
+    on its way out: torchrun stops the others as soon as one process fails, and the failure's one
+    line must be printed before that happens to it too.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
@@ -208,4 +210,5 @@ def finish(completed: bool) -> None:
         if completed:
             _attempt_store.wait([f"left/{r}" for r in range(world_size())], LEAVE_TIMEOUT)
     dist.destroy_process_group()
-    gc.collect()  # the DDP reducer's hold on the group goes now, with its gloo threads
+    if completed:
+        gc.collect()  # the DDP reducer's hold on the group goes now, with its gloo threads
