@@ -25,14 +25,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
 from genctl.config import build, config_dir
 from genctl.data import DataSplits, load_dataset
 from genctl.errors import GenctlError
-from genctl.eval.evaluate import EvalOptions, evaluate
+from genctl.eval.evaluate import EvalOptions, check_memory, evaluate
 from genctl.eval.report import describe
+from genctl.models import inputs
 from genctl.models.base import GenerativeModel, is_conditional
 from genctl.runs.checkpoint import load_checkpoint, open_checkpoint, resolve_checkpoint
 
@@ -58,8 +60,8 @@ def dataset(path: str | Path, data_root: str | Path | None = None) -> DataSplits
 
 def nll(
     model: GenerativeModel,
-    x: torch.Tensor,
-    labels: torch.Tensor | None = None,
+    x: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | None = None,
     *,
     k: int | None = None,
     chunk: int | None = None,
@@ -72,14 +74,24 @@ def nll(
     each likelihood with its nats, bits/dim and estimator. ``k``, ``chunk``, ``batch_size``,
     ``seed`` and ``compile`` default to ``configs/eval/default.yaml``'s; the same values on the same images give
     ``genctl eval``'s numbers exactly (the order of images and batches decides the random draws).
-    ``labels``: the classes of ``x``, which a class-conditional model needs (others ignore them)."""
+    ``labels``: the classes of ``x``, which a class-conditional model needs (others ignore them).
+
+    ``x`` is checked first (:func:`genctl.models.inputs.images`): a tensor or numpy array [N, C, H, W]
+    of the model's shape, floats in [0, 1] ({0, 1} for a binary model) or uint8 grey levels; data
+    outside the model's support would give NaN or a meaningless number, and is one-line error instead."""
+    if not isinstance(model, GenerativeModel):
+        raise GenctlError(f"model is a {type(model).__name__}; pass a genctl model, e.g. genctl.load(path)")
     given = {"k": k, "chunk": chunk, "batch_size": batch_size, "seed": seed, "compile": compile}
     defaults = OmegaConf.load(config_dir() / "eval" / "default.yaml")
     options = {**defaults, **{name: value for name, value in given.items() if value is not None}}
     e = build("eval", EvalOptions, options)
+    check_memory(e, model, prefix="")
+    x = inputs.images(model, x)
     if not is_conditional(model):
         labels = None
     elif labels is None:
         raise GenctlError("this model is class-conditional: pass the images' labels (e.g. genctl.dataset(path).labels['test'])")
+    else:
+        labels = inputs.labels(model, labels, len(x))
     means = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, labels=labels, compile=e.compile)
     return describe(means, model, e.k)

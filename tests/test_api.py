@@ -135,3 +135,94 @@ def test_import_genctl_leaves_torch_for_first_use():
     assert genctl.load is genctl.api.load and genctl.nll is genctl.api.nll and genctl.dataset is genctl.api.dataset
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         genctl.nope  # noqa: B018
+
+
+def one_line(error: pytest.ExceptionInfo) -> str:
+    """The message of a GenctlError the API raised: one line, as the CLI would print it."""
+    message = str(error.value)
+    assert "\n" not in message and message, message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (lambda x: x * 255, "holds values other than 0 and 1 (or NaN), outside this binary model's support"),
+        (lambda x: x * float("nan"), "holds values other than 0 and 1 (or NaN)"),
+        (lambda x: (x * 7).to(torch.uint8), "holds uint8 levels other than 0 and 255"),
+        (lambda x: x[0], "x is one image of shape [1, 28, 28]; pass a batch of images [N, C, H, W], e.g. x[None]"),
+        (lambda x: x.flatten(1), "x has shape [20, 784]; this model takes images [N, 1, 28, 28]"),
+        (lambda x: torch.zeros(2, 1, 32, 32), "x has shape [2, 1, 32, 32]; this model takes images [N, 1, 28, 28]"),
+        (lambda x: x[:0], "x holds no images"),
+        (lambda x: x.long(), "x has dtype torch.int64; pass floats in [0, 1] or uint8 grey levels 0..255"),
+        (lambda x: x.tolist(), "x is a Python list; pass images [N, C, H, W] as a tensor"),
+        (lambda x: "runs/vae/run", "x is a path ('runs/vae/run'), not a tensor; pass images [N, C, H, W], e.g. genctl.dataset"),
+        (lambda x: Path("test.pt"), "x is a path ('test.pt'), not a tensor"),
+        (lambda x: x.numpy().astype(str), "x is a numpy array of <U"),
+    ],
+    ids=["x255", "nan", "uint8-levels", "one-image", "flat", "other-size", "empty", "int64", "list", "str", "path", "numpy-str"],
+)
+def test_nll_refuses_what_the_model_cannot_score_in_one_line(vae_run, given, expected):
+    model = genctl.load(vae_run)
+    x = genctl.dataset(vae_run).fixed("test")[:20]
+    with pytest.raises(GenctlError) as error:
+        genctl.nll(model, given(x), k=2)
+    assert expected in one_line(error)
+
+
+def test_nll_takes_numpy_float64_and_uint8_images_as_the_tensor_they_hold(vae_run):
+    model = genctl.load(vae_run)
+    x = genctl.dataset(vae_run).fixed("test")[:20]
+    expected = genctl.nll(model, x, k=2)
+    assert genctl.nll(model, x.numpy(), k=2) == expected
+    assert genctl.nll(model, x.double(), k=2) == expected
+    assert genctl.nll(model, (x * 255).to(torch.uint8), k=2) == expected  # grey levels, as the datasets hold them
+
+
+def test_an_8bit_model_refuses_values_outside_its_range_and_labels_are_checked():
+    cfg = {"name": "gated_pixelcnn", "channels": 4, "layers": 1, "kernel": 3, "head": 4, "num_classes": 3}
+    model = build_model(OmegaConf.create(cfg), (1, 4, 4), False).eval()
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(0)).mul(255).round().div(255)
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    assert genctl.nll(model, x, labels)["nll_exact"]["nats"] > 0
+    for bad, expected in [
+        (x * 255, "holds values in [6, 254], outside the [0, 1] this model takes"),
+        (x - 1, "outside the [0, 1] this model takes"),
+    ]:
+        with pytest.raises(GenctlError) as error:
+            genctl.nll(model, bad, labels)
+        assert expected in one_line(error)
+    for bad, expected in [
+        (labels.float(), "labels has dtype torch.float32; pass integer class labels"),
+        (labels[:3], "labels has shape [3]; pass one class label per image, shape [5]"),
+        (labels + 1, "labels holds classes 1..3; this model has classes 0..2"),
+        (labels.tolist(), "labels is a Python list"),
+    ]:
+        with pytest.raises(GenctlError) as error:
+            genctl.nll(model, x, bad)
+        assert expected in one_line(error)
+    with pytest.raises(GenctlError) as error:
+        model.sample(2, y=torch.tensor([0, 5]))
+    assert "y holds classes 0..5; this model has classes 0..2" in one_line(error)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((-1,), "n=-1 is not a number of images to draw; pass an int >= 1"),
+        ((0,), "n=0 is not a number of images to draw"),
+        ((1.5,), "n=1.5 is not a whole number of images"),
+        ((True,), "n=True is not a whole number of images"),
+        (("3",), "n='3' is not a whole number of images"),
+        ((10**12,), "n=1000000000000 needs at least 3.14 PB of memory for images (3.14 kB each), more than this machine"),
+        ((2, -1.0), "temperature=-1.0 is not valid; pass a number >= 0"),
+        ((2, float("nan")), "temperature=nan is not valid"),
+    ],
+    ids=["negative", "zero", "float", "bool", "str", "too-many", "negative-temperature", "nan-temperature"],
+)
+def test_sample_refuses_what_is_not_a_number_of_images_in_one_line(run, args, expected):
+    model = genctl.load(run)  # a latent-variable model and an autoregressive one: every model's own sample
+    with pytest.raises(GenctlError) as error:
+        model.sample(*args)
+    assert expected in one_line(error)
+    assert model.sample(2).shape == (2, 1, 28, 28)

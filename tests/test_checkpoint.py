@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,11 +15,13 @@ from genctl.errors import GenctlError
 from genctl.runs import atomic, checkpoint
 from genctl.runs.atomic import atomic_write
 from genctl.runs.checkpoint import load_checkpoint, restore_model, save_checkpoint
+from tests.conftest import TINY, one_line_error
 
 
 def minimal(**entries):
     """The least a readable checkpoint holds, plus ``entries``."""
-    return {"config": {"model": {"name": "fvsbn"}}, "model": {}, "data_shape": [1, 2, 2], "binary": True, **entries}
+    config = {"model": {"name": "fvsbn"}, "dataset": {"name": "digits"}}
+    return {"config": config, "model": {}, "data_shape": [1, 2, 2], "binary": True, **entries}
 
 
 def test_a_failed_write_keeps_the_old_file_and_the_next_write_clears_dead_temp_files(tmp_path, monkeypatch):
@@ -64,6 +68,101 @@ def test_files_that_are_not_checkpoints_are_refused_in_one_line(tmp_path, conten
     with pytest.raises(GenctlError, match=re.escape(expected)) as refused:
         load_checkpoint(path)
     assert "\n" not in str(refused.value)
+
+
+def changed(state: dict, entries: dict) -> dict:
+    """``state`` with ``entries``, each ``dotted.key: value`` (None: the entry removed)."""
+    for key, value in entries.items():
+        *parents, last = key.split(".")
+        node = state
+        for parent in parents:
+            node = node[parent]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    return state
+
+
+def forged(**entries):
+    """The least readable checkpoint, with a moving average and progress, but for ``entries``."""
+    return changed({"format": 1, **minimal(ema={"weights": {}, "updates": 0}, progress={"step": 2, "epoch": 0})}, entries)
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        ({"config.dataset": "mnist"}, "config.dataset is a str, not a mapping"),
+        ({"config.dataset": None}, "config.dataset is missing"),
+        ({"config.trainer": [1]}, "config.trainer is a list, not a mapping"),
+        ({"config.model.name": 3}, "config.model.name is an int, not a str"),
+        ({"config.eval": {3: "k"}}, "config.eval has the key 3, not a string"),
+        ({"config.model.hidden": torch.zeros(2)}, "config.model.hidden is a Tensor, not a plain value"),
+        ({"ema": {"weights": 5}}, "ema.weights is an int, not a mapping"),
+        ({"ema.updates": None}, "ema.updates is missing"),
+        ({"model": {"w": 5}}, "model.w is an int, not a Tensor"),
+        ({"progress": [2]}, "progress is a list, not a mapping"),
+        ({"progress.step": "2"}, "progress.step is a str, not an int or a float or None"),
+    ],
+    ids=lambda value: ",".join(value) if isinstance(value, dict) else None,
+)
+def test_an_entry_genctl_reads_that_genctl_train_would_not_write_is_named_in_one_line(tmp_path, entries, expected):
+    torch.save(forged(**entries), tmp_path / "x.pt")
+    with pytest.raises(GenctlError, match=re.escape(f"{tmp_path / 'x.pt'} is not a genctl checkpoint ({expected}")) as refused:
+        load_checkpoint(tmp_path / "x.pt")
+    assert "\n" not in str(refused.value)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run of the tiny VAE that keeps a moving average of its weights (checkpoints hold ``ema``)."""
+    from tests.test_api import train
+
+    return train(tmp_path_factory.mktemp("tiny") / "run", *TINY, "trainer.ema=0.5")
+
+
+def with_entries(path: Path, entries: dict, out: Path) -> Path:
+    """``path``'s checkpoint :func:`changed` by ``entries``, written to ``out``."""
+    torch.save(changed(torch.load(path, weights_only=True), entries), out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        ({"optimizer": None}, "optimizer is missing"),
+        ({"progress.bogus": 1}, "progress.bogus is not an entry genctl writes there"),
+        ({"progress.step": 2.5}, "progress.step is a float, not an int"),
+        ({"rng.python": (3, "x", None)}, "rng.python[1] is a str, not a list"),
+        ({"data.position": "0"}, "data.position is a str, not an int"),
+    ],
+    ids=lambda value: ",".join(value) if isinstance(value, dict) else None,
+)
+def test_a_resume_needs_the_training_state_genctl_train_writes(tiny_run, tmp_path, entries, expected):
+    path = with_entries(tiny_run / "last.pt", entries, tmp_path / "x.pt")
+    load_checkpoint(path)  # evaluating it needs none of it
+    with pytest.raises(GenctlError, match=re.escape(f"{path} is not a checkpoint genctl train can continue ({expected})")):
+        load_checkpoint(path, resuming=True)
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [({"config.dataset": "mnist"}, "config.dataset is a str, not a mapping"), ({"ema": {"weights": 5}}, "ema.weights is an int")],
+    ids=["config.dataset", "ema.weights"],
+)
+def test_every_reader_of_a_forged_checkpoint_names_the_entry_in_one_line(cli, tiny_run, tmp_path, entries, expected):
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    with_entries(run / "last.pt", entries, run / "last.pt")
+    before = (run / "last.pt").read_bytes()
+    for args in (
+        ["eval", f"ckpt={run / 'last.pt'}"],
+        ["sample", f"ckpt={run / 'last.pt'}"],
+        ["export", f"ckpt={run / 'last.pt'}", f"out={tmp_path / 'export'}"],
+        ["train", f"resume={run}"],
+    ):
+        code, _, err = cli(*args)
+        assert f"{run / 'last.pt'} is not a genctl checkpoint ({expected}" in one_line_error(code, err), args
+    assert (run / "last.pt").read_bytes() == before and not (tmp_path / "export").exists()
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_without_the_unsafe_advice(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import re
 import sys
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 from genctl.data import Batches, load_dataset
 from genctl.data.idx import read_idx
 from genctl.errors import GenctlError
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, TINY, one_line_error
 
 
 def write_idx(path, array: np.ndarray, gz: bool) -> None:
@@ -48,6 +49,48 @@ def test_idx_rejects_bad_magic_and_truncation(tmp_path):
     (tmp_path / "huge").write_bytes(huge)
     with pytest.raises(GenctlError, match="truncated"):
         read_idx(tmp_path / "huge")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (bytes([0, 0, 0x08, 255]) + (1).to_bytes(4, "big") * 255 + b"\x00", "its header announces 255 dimensions, not 1 to 3"),
+        (bytes([0, 0, 0x08, 0]) + b"\x00", "its header announces 0 dimensions, not 1 to 3"),
+        (bytes([0, 0, 0x08, 4]) + (1).to_bytes(4, "big") * 4 + b"\x00", "its header announces 4 dimensions, not 1 to 3"),
+        (bytes([0, 0, 0x08, 1]) + (2).to_bytes(4, "big") + b"\x00" * 5, "its header says (2,), but 3 bytes follow that data"),
+    ],
+    ids=["ndim-255", "ndim-0", "ndim-4", "trailing-bytes"],
+)
+def test_an_idx_header_that_does_not_describe_the_file_is_refused_naming_it(tmp_path, header, expected):
+    (tmp_path / "forged").write_bytes(header)
+    with pytest.raises(GenctlError, match=re.escape(expected)) as refused:
+        read_idx(tmp_path / "forged")
+    assert str(refused.value).startswith(str(tmp_path / "forged")) and "\n" not in str(refused.value)
+
+
+def mnist_files(root, train: np.ndarray, test: np.ndarray) -> None:
+    """An MNIST layout under ``root`` holding these train and test images (and a label each)."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, images in (("train", train), ("t10k", test)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, gz=False)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(len(images)) % 10, gz=False)
+
+
+def test_mnist_flattened_to_one_row_is_refused_not_trained_on(cli, tmp_path):
+    mnist_files(tmp_path / "data", np.zeros((20, 1, 784)), np.zeros((10, 1, 784)))
+    code, _, err = cli("train", *TINY, "dataset=mnist", f"dataset.root={tmp_path / 'data'}", "dataset.val_size=5")
+    line = one_line_error(code, err)
+    image_file = tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    assert f"{image_file} holds 1x784 images; dataset 'mnist' is 28x28 (dataset.image_size=28)" in line
+
+
+def test_train_and_test_images_must_have_one_shape(tmp_path):
+    mnist_files(tmp_path, np.zeros((20, 28, 28)), np.zeros((10, 14, 14)))
+    with pytest.raises(GenctlError, match=re.escape("train images of 1x28x28 and test images of 1x14x14")):
+        load_dataset(dataset_cfg(name="mnist", root=str(tmp_path)))  # a config without image_size: a run from before it
+    with pytest.raises(GenctlError, match=re.escape("t10k-images-idx3-ubyte holds 14x14 images; dataset 'mnist' is 28x28")):
+        load_dataset(dataset_cfg(name="mnist", root=str(tmp_path), image_size=28))
 
 
 def test_mnist_files_of_another_type_are_refused_in_one_line(tmp_path):

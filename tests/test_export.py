@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import shutil
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -209,3 +212,91 @@ def test_a_broken_export_is_one_line(vae_export, cli, tmp_path, damage, expected
 def test_a_missing_export_is_one_line(cli, tmp_path):
     code, _, err = cli("eval", f"ckpt={tmp_path / 'nowhere'}")
     assert "does not exist; pass a .pt file, a run folder or an export folder" in one_line_error(code, err)
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail the test when its body runs longer than ``seconds`` (SIGALRM interrupts pure-Python
+    loops and blocking opens alike), instead of letting it hang the suite."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# 1 KB of YAML that safe_load reads in milliseconds as 10**9 shared references to one list
+ALIAS_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 10) if previous else ', '.join(['x'] * 10)}]\n"
+    for previous, name in zip([None, *"abcdefgh"], "abcdefghi")
+)
+
+
+def alias_bomb(folder: Path) -> None:
+    (folder / "config.yaml").write_text((folder / "config.yaml").read_text() + ALIAS_BOMB)
+
+
+def linked_to(target: str):
+    def link(folder: Path) -> None:
+        (folder / "config.yaml").unlink()
+        (folder / "config.yaml").symlink_to(target)
+
+    return link
+
+
+def fifo(folder: Path) -> None:
+    (folder / "config.yaml").unlink()
+    os.mkfifo(folder / "config.yaml")
+
+
+def oversize(folder: Path) -> None:
+    (folder / "config.yaml").write_text((folder / "config.yaml").read_text() + "#" * (1 << 20) + "\n")
+
+
+def deep(folder: Path) -> None:
+    (folder / "config.yaml").write_text((folder / "config.yaml").read_text() + "deep: " + "[" * 100 + "]" * 100 + "\n")
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (alias_bomb, "(it uses the YAML alias *a (line"),
+        (linked_to("/dev/zero"), "(it is a device, not a regular file)"),
+        (fifo, "(it is a FIFO, not a regular file)"),
+        (linked_to("."), "(it is a folder, not a regular file)"),
+        (oversize, "(it is larger than 1,048,576 bytes)"),
+        (deep, "(its config nests more than 32 levels deep)"),
+    ],
+    ids=["alias bomb", "dev-zero", "fifo", "folder", "oversize", "deep"],
+)
+def test_a_hostile_export_config_is_refused_in_seconds_before_omegaconf_sees_it(vae_export, cli, tmp_path, damage, expected):
+    folder = shutil.copytree(vae_export, tmp_path / "export")
+    damage(folder)
+    with deadline(60):  # each call takes well under a second; unguarded, the first never returns
+        for command in ("eval", "sample"):
+            code, _, err = cli(command, f"ckpt={folder}")
+            line = one_line_error(code, err)
+            assert f"its config.yaml cannot be read {expected}" in line and "; export the run again" in line
+        with pytest.raises(GenctlError, match=re.escape(expected)):
+            genctl.load(folder)
+    assert not (folder / "metrics.json").exists()
+
+
+def test_a_checkpoint_whose_pickled_config_shares_references_is_refused_in_seconds(vae_run, tmp_path):
+    state = load_checkpoint(vae_run / "last.pt")
+    shared: list = ["x"] * 10
+    for _ in range(9):  # the pickle form of the alias bomb: each list holds the previous one 10 times
+        shared = [shared] * 10
+    state["config"]["bomb"] = shared
+    torch.save(state, tmp_path / "bomb.pt")
+    with deadline(60):
+        with pytest.raises(GenctlError, match=re.escape("is not a genctl checkpoint (a part of its config appears twice")):
+            genctl.load(tmp_path / "bomb.pt")
+        with pytest.raises(GenctlError, match="a part of its config appears twice"):
+            genctl.dataset(tmp_path / "bomb.pt")

@@ -4,9 +4,11 @@ training loop, which stops cleanly by itself, is one line saying what the run fo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import genctl.cli.overrides
@@ -162,6 +164,38 @@ def test_a_missing_checkpoint_is_refused_before_anything_is_written(cli, tmp_pat
     code, _, err = cli("train", f"resume={tmp_path / 'nowhere'}")
     assert "no checkpoint" in one_line_error(code, err) or "does not exist" in err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_moving_average_out_of_range_refuses_the_resume_leaving_the_run_as_it_was(cli, run):
+    before = files(run)
+    code, _, err = cli("train", f"resume={run}", "trainer.ema=1.5")
+    assert "trainer: ema is a decay and must be in [0, 1)" in one_line_error(code, err)
+    assert files(run) == before
+
+
+def test_training_state_that_does_not_fit_the_run_is_one_line(cli, run):
+    state = torch.load(run / "last.pt", weights_only=True)
+    for rng in (state["rng"], *state["rng_ranks"]):
+        rng["torch"] = rng["torch"][:3]  # a random stream's state cut short: the right type, the wrong contents
+    torch.save(state, run / "last.pt")
+    before = (run / "last.pt").read_bytes()
+    code, _, err = cli("train", f"resume={run}", "trainer.max_steps=3")
+    line = one_line_error(code, err)
+    assert f"checkpoint {run / 'last.pt'} cannot be resumed: its training state does not fit this run (" in line
+    assert (run / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("form", ["quoted", "escaped"])
+def test_a_run_folder_whose_name_needs_quoting_is_resumed_in_that_folder(cli, tmp_path, form):
+    folder = tmp_path / "my run, (2)"
+    code, _, err = cli("train", *SHORT, f"hydra.run.dir='{folder}'")
+    assert code == 0, err
+    assert load_checkpoint(folder / "last.pt")["progress"]["step"] == 2
+    named = f"'{folder}'" if form == "quoted" else re.sub(r"([ ,()])", r"\\\1", str(folder))
+    code, _, err = cli("train", f"resume={named}", "trainer.max_steps=3")
+    assert code == 0, err
+    assert load_checkpoint(folder / "last.pt")["progress"]["step"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]  # no other folder was trained into
 
 
 def interrupt(*args, **kwargs):

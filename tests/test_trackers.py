@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
+import os
 import struct
 import sys
+import threading
+import time
+import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,8 +18,9 @@ from omegaconf import OmegaConf
 
 from genctl.errors import GenctlError
 from genctl.runs.record import FILENAME
+from genctl.train import trackers
 from genctl.train.loop import Interrupted
-from genctl.train.trackers import chosen_loggers
+from genctl.train.trackers import MLFLOW_HTTP, chosen_loggers
 from tests.conftest import TINY, one_line_error
 
 SCALARS = ("train/loss", "val/loss", "test/nll_iwae")
@@ -207,3 +214,117 @@ def test_a_sweep_has_an_hparams_session_per_job_failed_ones_marked(cli, tmp_path
     assert jobs["2"].Scalars("best_val_loss")[-1].value == pytest.approx(record["best_val_loss"])
     assert jobs["2"].Scalars("test/nll_iwae_bits_per_dim")[-1].value == pytest.approx(record["test"]["nll_iwae"]["bits_per_dim"])
     assert jobs["1"].Tags()["scalars"] == []
+
+
+def fake_package(monkeypatch, name: str, **attributes) -> types.ModuleType:
+    """A stand-in for an optional package, found by ``importlib.util.find_spec`` and ``import``."""
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    module.__dict__.update(attributes)
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
+class FakeMlflowClient:
+    """MlflowClient as genctl calls it; ``log_batch`` of metrics raises or blocks (``FakeMlflowClient.fail``)."""
+
+    calls: list[str] = []
+    environ: dict[str, str | None] = {}
+    fail: Callable[[], None] = staticmethod(lambda: None)
+
+    def __init__(self, uri):
+        FakeMlflowClient.environ = {name: os.environ.get(name) for name in MLFLOW_HTTP}
+
+    def get_experiment_by_name(self, name):
+        return types.SimpleNamespace(experiment_id="0")
+
+    def create_run(self, experiment_id, run_name, tags):
+        return types.SimpleNamespace(info=types.SimpleNamespace(run_id="r1"))
+
+    def log_batch(self, run_id, metrics=(), params=()):
+        self.calls.append("metrics" if metrics else "params")
+        if metrics:
+            self.fail()
+
+    def log_image(self, run_id, image, key, step):
+        self.calls.append("image")
+
+    def log_artifact(self, run_id, path):
+        self.calls.append("artifact")
+
+    def set_terminated(self, run_id, status):
+        self.calls.append(status)
+
+
+@pytest.fixture
+def fake_mlflow(monkeypatch):
+    """genctl's MLflow tracker on a fake ``mlflow`` package (the real one is optional)."""
+    for name in MLFLOW_HTTP:
+        monkeypatch.delenv(name, raising=False)
+    fake_package(monkeypatch, "mlflow", MlflowClient=FakeMlflowClient)
+    fake_package(monkeypatch, "mlflow.entities", Param=lambda key, value: (key, value), Metric=lambda *a: a)
+    fake_package(monkeypatch, "mlflow.exceptions", MlflowException=type("MlflowException", (Exception,), {}))
+    monkeypatch.setattr(FakeMlflowClient, "calls", [])
+    return FakeMlflowClient
+
+
+def trained_despite_the_tracker(cli, tmp_path, *args: str) -> list[str]:
+    """Train with a tracker that fails: the run completes, with its checkpoints, its record and its
+    test; the failure is one warning line and no traceback. Returns the warning lines."""
+    start = time.perf_counter()
+    code, out, err = cli("train", *QUICK, *args, "hydra.run.dir=run")
+    assert time.perf_counter() - start < 30, "a tracker that does not answer stalled training"
+    assert code == 0, err
+    run = tmp_path / "run"
+    assert (run / "last.pt").is_file() and (run / "best.pt").is_file()
+    assert "nll_iwae" in json.loads((run / FILENAME).read_text())["test"]
+    assert "Traceback" not in out + err
+    warnings = [line for line in (out + err).splitlines() if "switched off" in line]
+    assert len(warnings) == 1, out + err
+    assert (run / "train.log").read_text().count("switched off for the rest of this run") == 1
+    return warnings
+
+
+def test_an_mlflow_call_that_raises_switches_mlflow_off_and_training_goes_on(cli, tmp_path, fake_mlflow):
+    def bad_request():
+        raise RuntimeError("API request to http://mlflow:5000/api/2.0/mlflow/runs/log-batch failed\nwith error code 400")
+
+    fake_mlflow.fail = staticmethod(bad_request)
+    (warning,) = trained_despite_the_tracker(cli, tmp_path, "logger=[mlflow]")
+    assert warning.startswith("MLflow stopped working while logging ") and " scalars at step " in warning
+    assert "(RuntimeError: API request to http://mlflow:5000/api/2.0/mlflow/runs/log-batch failed with error code 400)" in warning
+    assert fake_mlflow.calls == ["params", "metrics"]  # nothing after the failure: no images, files or close
+    assert fake_mlflow.environ == MLFLOW_HTTP  # MLflow's retries bounded for genctl's calls
+
+
+def test_an_mlflow_call_that_does_not_answer_is_given_up_on(cli, tmp_path, fake_mlflow, monkeypatch):
+    released = threading.Event()
+    fake_mlflow.fail = staticmethod(lambda: released.wait(60))  # a server that accepted the connection and went silent
+    monkeypatch.setattr(trackers, "CALL_TIMEOUT_S", 0.5)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")  # the user's own setting is kept
+    try:
+        (warning,) = trained_despite_the_tracker(cli, tmp_path, "logger=[tensorboard,mlflow]")
+    finally:
+        released.set()
+    assert "(no answer after 0.5 s): switched off for the rest of this run; training continues" in warning
+    assert fake_mlflow.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+
+
+def test_a_wandb_run_whose_service_died_switches_wandb_off_and_training_goes_on(cli, tmp_path, monkeypatch):
+    logged: list[dict] = []
+
+    class Run:
+        def log(self, values, step):
+            logged.append(values)
+            raise ConnectionResetError("[Errno 104] Connection reset by peer (wandb-core is gone)")
+
+        def finish(self, exit_code):
+            raise AssertionError("a switched-off tracker was closed")
+
+    errors = types.SimpleNamespace(Error=type("Error", (Exception,), {}))
+    fake_package(monkeypatch, "wandb", init=lambda **kwargs: Run(), Settings=dict, errors=errors, Image=lambda image: image)
+    (warning,) = trained_despite_the_tracker(cli, tmp_path, "logger=[wandb]", f"tracking.wandb.dir={tmp_path / 'w'}")
+    assert warning.startswith("W&B stopped working while logging ")
+    assert "(ConnectionResetError: [Errno 104] Connection reset by peer (wandb-core is gone))" in warning
+    assert len(logged) == 1

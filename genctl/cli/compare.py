@@ -13,14 +13,14 @@ Not a Hydra app: it reads run folders and composes no config.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from genctl.cli.sweep import markdown_table
+from genctl.cli.sweep import csv_text, markdown_table
 from genctl.errors import GenctlError
+from genctl.runs.atomic import atomic_write, check_writable, write_text
 from genctl.runs.record import FILENAME, RunRecord
 
 # genctl eval eval.metrics=[fid] files these as sample_quality_test@<checkpoint> (genctl.eval.quality.quality_name)
@@ -113,8 +113,10 @@ def figure(runs: list[Path], labels: list[str], out: Path) -> Path:
         ax.axis("off")
     fig.tight_layout()
     path = out / "compare.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), "the comparison figure", out)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -129,21 +131,19 @@ def main(argv: list[str] | None = None) -> int:
         labels = labels_for(runs)
         rows = [compare_row(run, label) for run, label in zip(runs, labels)]
         out = Path(a.out) if a.out else Path(a.folders[0]) if len(a.folders) == 1 else Path("compare")
-        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "compare.md", out / "compare.csv"]
+        for path in [*written, *([] if a.no_figure else [out / "compare.png"])]:
+            check_writable(path, "the comparison", "pass --out DIR in a writable folder", out)
+        table = markdown_table(rows)
+        if any("fid_clf" in row for row in rows):
+            table += "\n\n" + QUALITY_NOTE
+        print(table)
+        write_text(written[0], table + "\n", "the comparison", out)
+        write_text(written[1], csv_text(rows), "the comparison", out)
+        if not a.no_figure:
+            written.append(figure(runs, [f"{r['run']}: {r['model']}" for r in rows], out))  # sweep folders are numbered
     except GenctlError as e:
         print(f"genctl compare: error: {e}", file=sys.stderr)
         return 2
-    table = markdown_table(rows)
-    if any("fid_clf" in row for row in rows):
-        table += "\n\n" + QUALITY_NOTE
-    print(table)
-    (out / "compare.md").write_text(table + "\n")
-    with open(out / "compare.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-        writer.writeheader()
-        writer.writerows(rows)
-    written = [out / "compare.md", out / "compare.csv"]
-    if not a.no_figure:
-        written.append(figure(runs, [f"{r['run']}: {r['model']}" for r in rows], out))  # sweep folders are numbered
     print("written: " + ", ".join(map(str, written)))
     return 0

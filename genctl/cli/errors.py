@@ -55,13 +55,30 @@ def _omegaconf(ex: Exception) -> str:
     return f"{key}: {first}" if key else first
 
 
+def _prose(text: str) -> str:
+    """A message Hydra wraps over several lines (its instantiation policy's, with a ``full_key:``
+    line at the end where it has one) as one sentence after the key it names."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    keys = [line.removeprefix("full_key:").strip() for line in lines if line.startswith("full_key:")]
+    sentence = " ".join(line for line in lines if not line.startswith("full_key:"))
+    return f"{keys[0]}: {sentence}" if keys and keys[0] else sentence
+
+
 def describe(ex: BaseException) -> str | None:
     """One actionable line for an error in the user's input; None for anything else (a bug)."""
-    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
+    from hydra.errors import (
+        ConfigCompositionException,
+        HydraException,
+        InstantiationException,
+        MissingConfigException,
+        OverrideParseException,
+    )
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(ex, GenctlError):
         return str(ex)
+    if isinstance(ex, InstantiationException):
+        return _prose(str(ex))
     if isinstance(ex, MissingConfigException) and ex.missing_cfg_file and ex.options is not None:
         group, _, choice = ex.missing_cfg_file.rpartition("/")
         return _missing_choice(group, choice, list(ex.options))

@@ -3,11 +3,17 @@
 It files the likelihood as ``<split>@<checkpoint>`` (e.g. ``test@best.pt``), beside the test that
 training writes when it ends, so evaluating a run while it trains loses neither; with
 ``eval.metrics=[nll,fid]`` the sample quality (classifier-feature FID, precision, recall:
-``genctl.eval.quality``) goes beside it as ``sample_quality_<split>@<checkpoint>``."""
+``genctl.eval.quality``) goes beside it as ``sample_quality_<split>@<checkpoint>``.
+
+Everything that could refuse the evaluation is checked before any of it runs (the settings'
+sizes against the machine's memory, whether the model can draw samples and the classifier can
+read its images), and each metric is written as soon as it is measured: a sample-quality run
+that fails or is killed keeps the likelihood measured before it."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -17,14 +23,16 @@ from genctl.cli.errors import exit_on_user_error
 from genctl.config import build, config_dir, hydra_version_base
 from genctl.data import load_dataset
 from genctl.errors import GenctlError
-from genctl.eval.evaluate import EvalOptions, evaluate
-from genctl.eval.features import feature_extractor
+from genctl.eval.evaluate import EvalOptions, check_memory, evaluate
+from genctl.eval.features import FeatureExtractor, feature_extractor
+from genctl.eval.quality import check_memory as check_samples_memory
 from genctl.eval.quality import quality_name, sample_quality
 from genctl.eval.quality import summarize as summarize_quality
 from genctl.eval.report import describe, summarize
-from genctl.models.base import Sampler, is_conditional
+from genctl.models.base import GenerativeModel, Sampler, is_conditional
+from genctl.runs.atomic import check_writable
 from genctl.runs.checkpoint import open_checkpoint
-from genctl.runs.record import Evaluation, RunRecord, evaluation_name
+from genctl.runs.record import FILENAME, Evaluation, RunRecord, evaluation_name
 
 log = logging.getLogger("genctl")
 
@@ -36,19 +44,20 @@ def main(cfg: DictConfig) -> None:
     distributed.init()  # under torchrun every process scores its share of the batches; rank 0 reports
     rank, world = distributed.rank(), distributed.world_size()
     path, state, model, train_cfg = open_checkpoint(cfg)
-    if "fid" in e.metrics:  # refused before the likelihood's minutes are spent
-        if not isinstance(model, Sampler):
-            raise GenctlError(
-                f"model '{train_cfg.model.name}' cannot draw samples, so eval.metrics cannot hold fid; use eval.metrics=[nll]"
-            )
-        extractor = feature_extractor(str(train_cfg.dataset.name))
+    check_writable(
+        path.parent / FILENAME, "the evaluation", "copy the run or export folder somewhere writable and evaluate it there"
+    )  # said before the evaluation's minutes are spent, not after them
+    check_memory(e, model)
+    extractor = (
+        quality_extractor(model, str(train_cfg.model.name), str(train_cfg.dataset.name), e) if "fid" in e.metrics else None
+    )
     data = load_dataset(train_cfg.dataset)
     x = data.fixed(e.split)
     progress = state.get("progress")
     step = progress.get("step") if isinstance(progress, dict) else None  # absent from checkpoints not written by training
     about = f"{data.protocol}; {e.split} split, checkpoint {path.name}"
     about += f" at step {step}" if step is not None else ""
-    filed: dict[str, tuple[Evaluation, str]] = {}
+    nll: tuple[Evaluation, str] | None = None
     if "nll" in e.metrics:
         labels = data.labels[e.split] if is_conditional(model) else None
         shard = (rank, world)
@@ -59,17 +68,36 @@ def main(cfg: DictConfig) -> None:
             shares = distributed.gather(share)
         means = {name: sum(part[name] for part in shares) for name in share}
         metrics = describe(means, model, e.k)
-        filed[evaluation_name(e.split, path.name)] = Evaluation(metrics, about), summarize(metrics)
+        nll = Evaluation(metrics, about), summarize(metrics)
     distributed.finish(completed=True)  # no collective follows: the processes leave the group together
-    if rank > 0:  # rank 0 draws the samples that sample quality needs, and writes the record
+    if rank > 0:  # rank 0 writes the record, and draws the samples that sample quality needs
         return
-    if "fid" in e.metrics:
+    if nll is not None:
+        file(path, evaluation_name(e.split, path.name), *nll)
+    if extractor is not None:
         metrics = sample_quality(model, x, extractor, e.num_samples, e.seed, e.batch_size, progress=True)
         seen = f"{metrics['n_fake']} samples (seed {e.seed}) against {metrics['n_real']} {e.split} images"
-        filed[quality_name(e.split, path.name)] = Evaluation(metrics, f"{about}; {seen}"), summarize_quality(metrics)
-    record = RunRecord.read(path.parent, missing_ok=True)  # read last: training may have written it meanwhile
-    record.evaluations.update({name: evaluation for name, (evaluation, _) in filed.items()})
-    out = record.write(path.parent)
-    for name, (evaluation, line) in filed.items():
-        log.info("%s: %s", evaluation.about, line)
-        log.info("written to %s as %s", out, name)
+        file(path, quality_name(e.split, path.name), Evaluation(metrics, f"{about}; {seen}"), summarize_quality(metrics))
+
+
+def quality_extractor(model: GenerativeModel, name: str, dataset: str, e: EvalOptions) -> FeatureExtractor:
+    """The classifier whose features score ``model``'s samples, once everything that would refuse
+    sample quality was checked: the model draws samples, a classifier ships for ``dataset`` and
+    reads the model's images, and ``e.num_samples`` of them fit in memory."""
+    if not isinstance(model, Sampler):
+        raise GenctlError(f"model '{name}' cannot draw samples, so eval.metrics cannot hold fid; use eval.metrics=[nll]")
+    extractor = feature_extractor(dataset)
+    extractor.check(model.data_shape, fix="sample quality (fid) cannot be measured for this model; use eval.metrics=[nll]")
+    check_samples_memory(e.num_samples, model.data_shape, extractor)
+    return extractor
+
+
+def file(checkpoint: Path, name: str, evaluation: Evaluation, line: str) -> None:
+    """Write one evaluation into the record beside ``checkpoint`` as soon as it is measured, so a
+    later metric that fails or is killed does not take it along. The record is read anew each
+    time: training may have written it meanwhile."""
+    record = RunRecord.read(checkpoint.parent, missing_ok=True)
+    record.evaluations[name] = evaluation
+    out = record.write(checkpoint.parent)
+    log.info("%s: %s", evaluation.about, line)
+    log.info("written to %s as %s", out, name)

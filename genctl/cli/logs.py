@@ -1,10 +1,15 @@
-"""Console logging that does not tear tqdm progress bars."""
+"""Logging of ``genctl train``: console lines that do not tear tqdm progress bars, and the run
+folder's ``train.log``, opened without following a link planted there."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import IO
 
 from tqdm.auto import tqdm
+
+from genctl.runs.atomic import open_append
 
 
 class TqdmHandler(logging.StreamHandler):
@@ -26,3 +31,14 @@ def route_console_through_tqdm() -> None:
             replacement.setFormatter(handler.formatter)
             replacement.setLevel(handler.level)
             root.handlers[i] = replacement
+
+
+class RunLogHandler(logging.FileHandler):
+    """``logging.FileHandler`` for the run folder's log (``configs/hydra/job_logging/genctl.yaml``):
+    the file is opened with ``O_NOFOLLOW`` (:func:`genctl.runs.atomic.open_append`), so a link
+    planted at ``train.log`` is refused instead of appended to (the dispatcher refuses such a run
+    folder in one line before Hydra configures this handler)."""
+
+    def _open(self) -> IO[str]:
+        fd = open_append(Path(self.baseFilename), "the log")
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)  # the handler closes it

@@ -11,10 +11,14 @@ import contextlib
 import importlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from genctl import __version__
 from genctl.config import config_dir, group_choices
 from genctl.errors import GenctlError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 SUBCOMMANDS = {
     "train": "train a model; writes a run folder (config, checkpoints, TensorBoard, samples, metrics.json)",
@@ -57,22 +61,47 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _resume_args(args: list[str]) -> list[str]:
-    """``resume=RUN``: apply RUN's stored settings first (genctl's own only) and keep writing into RUN's folder."""
-    from genctl.cli.run_folder import replayed_overrides, run_of
+def _resume_value(args: list[str]) -> str | None:
+    """The run folder ``resume=`` names, as Hydra reads the override: a path that needs quoting
+    (``resume='runs/my run (2)'``) or escaping is the path itself. None where there is no such
+    override, or where Hydra would not read it as one path (a sweep, a syntax error): the
+    pre-check reports that."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
-    value = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
-    if not value:
+    line = next((a for a in args if a.startswith("resume=")), None)
+    if line is None:
+        return None
+    try:
+        (override,) = OverridesParser.create().parse_overrides([line])
+    except OverrideParseException:
+        return None
+    value = override.value()
+    return value if isinstance(value, str) and value else None
+
+
+def _resume_args(args: list[str]) -> list[str]:
+    """``resume=RUN``: apply RUN's stored settings first (genctl's own only) and keep writing into RUN's
+    folder, named to Hydra in quotes that read back as exactly that folder."""
+    from genctl.cli.run_folder import pinned_run_dir, refuse_planted_links, replayed_overrides, run_of
+
+    value = _resume_value(args)
+    if value is None:
         return args
     run = run_of(value)
+    refuse_planted_links(run)  # before its record is read, and long before anything is written there
     stored, left_out = replayed_overrides(run)
     if left_out and os.environ.get("RANK", "0") == "0":
         stored_file = run / ".hydra" / "overrides.yaml"
         print(f"genctl train: warning: not replayed from {stored_file}: {', '.join(left_out)}", file=sys.stderr)
     keys = {a.split("=", 1)[0].lstrip("+~") for a in args}
     kept = [o for o in stored if o.split("=", 1)[0].lstrip("+~") not in keys]
-    extra = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={run}"]
-    return [*kept, *args, *extra]
+    if any(a.startswith("hydra.run.dir=") for a in args):
+        return [*kept, *args]
+    pinned = pinned_run_dir(run)
+    if pinned is None:
+        raise GenctlError(f"resume={value}: Hydra cannot be given {run} as hydra.run.dir (it holds '${{'); rename the run folder")
+    return [*kept, *args, pinned]
 
 
 def _rank_args(args: list[str]) -> list[str]:
@@ -87,6 +116,30 @@ def _rank_args(args: list[str]) -> list[str]:
         args = [*args, f"hydra.run.dir={folder}"]
     if distributed.rank() > 0:
         args = [*args, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    return args
+
+
+def _hold_run_folder(cfg: DictConfig, multirun: bool, args: list[str], held: contextlib.ExitStack) -> list[str]:
+    """Hold the run folder of this training in ``held`` until it ends, so that a second ``genctl train``
+    into it is refused (:func:`genctl.cli.run_folder.hold_run_folder`); the command line to hand to Hydra.
+
+    One process writes a run folder: under torchrun rank 0 holds it, and only where the folder is
+    named on the command line (``_rank_args`` names a new one, the same on every rank, after this).
+    Otherwise the folder as the dispatcher resolved it is pinned on the command line, so Hydra writes
+    into the folder that was checked and held (``${now:...}`` would resolve anew)."""
+    from genctl.cli import run_folder
+
+    folder = None if multirun or os.environ.get("RANK", "0") != "0" else run_folder.planned_run_dir(cfg)
+    if folder is None:
+        return args
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        pinned = run_folder.pinned_run_dir(folder)
+        if pinned is None:
+            return args
+        args = [*args, pinned]
+    elif not any(a.startswith("hydra.run.dir=") for a in args):
+        return args
+    held.enter_context(run_folder.hold_run_folder(folder))
     return args
 
 
@@ -113,37 +166,39 @@ def main(argv: list[str] | None = None) -> int:
     from genctl.cli.errors import full_error
     from genctl.cli.overrides import compose_command_line  # imports Hydra: not needed for --help
 
-    try:
-        config_dir()
-        if subcommand == "train":
-            rest = _resume_args(rest)
-        composed = compose_command_line(subcommand, rest)  # Hydra's own composition errors would be several lines
-        rest, cfg = composed.args, composed.cfg
-        resumed = None
-        if subcommand == "train" and cfg is not None:
-            if cfg.resume:
-                run_folder.check_continuation(cfg)
-            run_folder.claim_run_folder(cfg, composed.multirun)
-            if cfg.resume and not composed.multirun and os.environ.get("RANK", "0") == "0":
-                resumed = run_folder.run_of(cfg.resume)
-        if subcommand == "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
-            rest = _rank_args(rest)
-        app = importlib.import_module(f"genctl.cli.{subcommand}")
-    except GenctlError as e:
-        print(f"genctl {subcommand}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if full_error():
-            raise
-        print(f"genctl {subcommand}: error: interrupted before it started: nothing was written", file=sys.stderr)
-        return 130
-    sys.argv = [f"genctl {subcommand}", *rest]
-    try:
-        with run_folder.record_kept_on_failure(resumed) if resumed else contextlib.nullcontext():
-            app.main()
-    except KeyboardInterrupt:  # outside the task, which says itself what an interruption left (exit_on_user_error)
-        if full_error():
-            raise
-        print(f"genctl {subcommand}: error: interrupted", file=sys.stderr)
-        return 130
+    with contextlib.ExitStack() as held:  # the run folder's lock, from before the checks until training ends
+        try:
+            config_dir()
+            if subcommand == "train":
+                rest = _resume_args(rest)
+            composed = compose_command_line(subcommand, rest)  # Hydra's own composition errors would be several lines
+            rest, cfg = composed.args, composed.cfg
+            resumed = None
+            if subcommand == "train" and cfg is not None:
+                if cfg.resume:
+                    run_folder.check_continuation(cfg)
+                rest = _hold_run_folder(cfg, composed.multirun, rest, held)
+                run_folder.claim_run_folder(cfg, composed.multirun)
+                if cfg.resume and not composed.multirun and os.environ.get("RANK", "0") == "0":
+                    resumed = run_folder.run_of(cfg.resume)
+            if subcommand == "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+                rest = _rank_args(rest)
+            app = importlib.import_module(f"genctl.cli.{subcommand}")
+        except GenctlError as e:
+            print(f"genctl {subcommand}: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            if full_error():
+                raise
+            print(f"genctl {subcommand}: error: interrupted before it started: nothing was written", file=sys.stderr)
+            return 130
+        sys.argv = [f"genctl {subcommand}", *rest]
+        try:
+            with run_folder.record_kept_on_failure(resumed) if resumed else contextlib.nullcontext():
+                app.main()
+        except KeyboardInterrupt:  # outside the task, which says itself what an interruption left (exit_on_user_error)
+            if full_error():
+                raise
+            print(f"genctl {subcommand}: error: interrupted", file=sys.stderr)
+            return 130
     return 0

@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
+from hydra.core.plugins import Plugins
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from genctl.cli.errors import describe, full_error
@@ -116,6 +119,39 @@ def _check(config_name: str, flags: set[str], overrides: list[str]) -> tuple[Dic
     return cfg, multirun and "--run" not in flags
 
 
+def _targets(cfg: DictConfig) -> Iterator[tuple[str, str]]:
+    """(key, dotted name) of what Hydra imports and calls when the job starts: its callbacks, and
+    the classes and factories of its logging."""
+    for name, node in (cfg.hydra.callbacks or {}).items():
+        if isinstance(node, DictConfig) and "_target_" in node:
+            yield f"hydra.callbacks.{name}._target_", str(node._target_)
+    for section in ("hydra_logging", "job_logging"):
+        config = OmegaConf.to_container(cfg.hydra[section], resolve=False) if cfg.hydra.get(section) else {}
+        for kind in ("handlers", "formatters", "filters"):
+            for entry, options in (config.get(kind) or {}).items():
+                for key, value in options.items() if isinstance(options, dict) else ():
+                    if key in ("class", "()") and isinstance(value, str):
+                        yield f"hydra.{section}.{kind}.{entry}.{key}", value
+
+
+def _check_targets(cfg: DictConfig, multirun: bool) -> None:
+    """Refuse in one line, before Hydra starts the job and reports it in several, a name Hydra's
+    instantiation policy blocks (``os.remove``, ``builtins.eval``...) or cannot find, and a launcher
+    or sweeper that is not an installed plugin. Each name is looked up as Hydra will look it up, with
+    ``_partial_``: nothing is called here (Hydra calls it, once, when the job starts)."""
+    for plugin in ("launcher", "sweeper") if multirun else ():  # what a multirun starts its jobs with
+        name = OmegaConf.select(cfg, f"hydra.{plugin}._target_")
+        if name is not None and str(name) not in Plugins.instance().class_name_to_class:
+            raise GenctlError(
+                f"hydra.{plugin}._target_={name} is not an installed Hydra plugin; pick one with hydra/{plugin}=NAME"
+            )
+    for key, name in _targets(cfg):
+        try:
+            instantiate({"_target_": name, "_partial_": True}, _recursive_=False)
+        except InstantiationException as e:
+            raise GenctlError(f"{key}={name}: {describe(e)}") from e
+
+
 def compose_command_line(config_name: str, args: list[str]) -> Composed:
     """The command line composed as Hydra will compose it; a one-line ``GenctlError`` where Hydra would refuse to."""
     register_resolvers()
@@ -125,6 +161,8 @@ def compose_command_line(config_name: str, args: list[str]) -> Composed:
     flags = split[0]
     try:
         cfg, multirun = _check(config_name, *split)
+        if "--cfg" not in flags:
+            _check_targets(cfg, multirun)
     except GenctlError:
         raise
     except Exception as ex:  # noqa: BLE001 - what describe() cannot phrase, Hydra reports when it composes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,7 +19,9 @@ from genctl.errors import GenctlError
 from genctl.eval.evaluate import evaluating
 from genctl.images import save_grid
 from genctl.models.base import Completes, Reconstructs, Sampler, is_conditional
+from genctl.runs.atomic import atomic_write, check_writable
 from genctl.runs.checkpoint import open_checkpoint
+from genctl.runtime import check_fits, check_seed
 
 log = logging.getLogger("genctl")
 
@@ -40,8 +43,9 @@ class SampleOptions:
     def __post_init__(self) -> None:
         if self.n < 1 or self.nrow < 1:
             raise ValueError("n and nrow must be >= 1")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.temperature < math.inf:  # NaN fails it too
+            raise ValueError(f"temperature must be >= 0 and finite, got {self.temperature}")
+        check_seed(self.seed)
 
 
 def interleave_rows(top: torch.Tensor, bottom: torch.Tensor, nrow: int) -> torch.Tensor:
@@ -64,6 +68,12 @@ def main(cfg: DictConfig) -> None:
         raise GenctlError(f"model '{name}' has no prior to sample from; use mode=reconstruct or mode=interpolate")
     if opts.label is not None and not is_conditional(model):
         raise GenctlError(f"model '{name}' is not class-conditional; drop label=")
+    # the checkpoint's folder (its samples/ included) or the one out= names: checked before the sampling's time is spent
+    out = Path(opts.out) if opts.out else path.parent / "samples" / f"{opts.mode}.png"
+    root = out.parent if opts.out else path.parent
+    written = [out, out.with_suffix(".pt")] if opts.save_tensor else [out]
+    for file in written:
+        check_writable(file, "the samples", "pass out=PATH.png in a writable folder", root)
     with evaluating(model, opts.seed):
         if opts.mode == "prior":
             y = None if opts.label is None else torch.full((opts.n,), opts.label, device=model.device)
@@ -85,13 +95,15 @@ def main(cfg: DictConfig) -> None:
                 pairs = max(1, opts.n // opts.nrow)
                 if 2 * pairs > len(test):
                     raise GenctlError(f"interpolate needs {2 * pairs} test images, the split has {len(test)}")
+                image = 4 * math.prod(model.data_shape)
+                check_fits(opts.nrow, pairs * image, "nrow", f"interpolation columns ({pairs} images each)")
                 z = model.code(test[: 2 * pairs])
                 t = torch.linspace(0, 1, opts.nrow, device=z.device)[None, :, None]
                 path_z = (1 - t) * z[:pairs, None] + t * z[pairs:, None]
                 images = model.render(path_z.flatten(0, 1))
-    out = Path(opts.out) if opts.out else path.parent / "samples" / f"{opts.mode}.png"
-    save_grid(images, out, opts.nrow)
+    save_grid(images, out, opts.nrow, root)
     log.info("%d images (%s) from %s written to %s", len(images), opts.mode, path, out)
     if opts.save_tensor:
-        torch.save(images.cpu(), out.with_suffix(".pt"))
-        log.info("tensor written to %s", out.with_suffix(".pt"))
+        tensor = images.cpu()
+        atomic_write(written[1], lambda f: torch.save(tensor, f), "the image tensor", root)
+        log.info("tensor written to %s", written[1])

@@ -10,19 +10,21 @@ in reverse order, so the ones added after this one (``+hydra.callbacks...``) hav
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from genctl.errors import GenctlError
+from genctl.runs.atomic import refuse_links, write_text
 from genctl.runs.record import FILENAME, TEST, RunRecord
+from genctl.runs.untrusted import load_yaml
 
 log = logging.getLogger("genctl")
 
@@ -38,7 +40,7 @@ COLUMNS = {
 def job_overrides(run: Path) -> list[str]:
     """The command-line overrides that made the job in ``run`` (Hydra's ``.hydra/overrides.yaml``)."""
     overrides_file = run / ".hydra" / "overrides.yaml"
-    return yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    return load_yaml(overrides_file) if overrides_file.is_file() else []
 
 
 def run_row(run: Path) -> dict[str, Any]:
@@ -53,6 +55,15 @@ def run_row(run: Path) -> dict[str, Any]:
     if record.error is not None:
         row["error"] = record.error
     return row
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """``rows`` as CSV, one column per key any row has (the sweep's summary.csv, genctl compare's compare.csv)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -119,7 +130,10 @@ def write_hparams(sweep_dir: Path, runs: list[Path]) -> Path:
     from torch.utils.tensorboard import SummaryWriter
 
     folder = sweep_dir / "hparams"
-    for old in folder.glob("**/events.out.tfevents.*"):
+    refuse_links(folder, sweep_dir)
+    for job in folder.iterdir() if folder.is_dir() else []:  # job folders: a planted link would lead the writer elsewhere
+        refuse_links(job, sweep_dir)
+    for old in [*folder.glob("events.out.tfevents.*"), *folder.glob("*/events.out.tfevents.*")]:
         old.unlink()
     jobs = {run.name: (hparam_values(job_overrides(run)), RunRecord.read(run)) for run in runs}
     columns: dict[str, list[HParam]] = {}
@@ -169,13 +183,13 @@ class SweepSummary(Callback):
             row["overrides"] = " ".join(o for o in row["overrides"] if o in varied)
             if failed:
                 row["error"] = row.pop("error", None)  # the last column, whichever row comes first
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        with open(sweep_dir / "summary.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
         table = markdown_table(rows)
-        (sweep_dir / "summary.md").write_text(table + "\n")
+        try:
+            write_text(sweep_dir / "summary.csv", csv_text(rows), "the sweep summary")
+            write_text(sweep_dir / "summary.md", table + "\n", "the sweep summary")
+        except GenctlError as e:  # Hydra would make an exception here a warning, and the sweep a success
+            print(f"genctl train: error: {e}", file=sys.stderr)
+            sys.exit(2)
         log.info("sweep summary (%s):\n%s", sweep_dir / "summary.csv", table)
         try:  # the table is written, and a failed job still sets the exit code, whatever happens here
             hparams = write_hparams(sweep_dir, runs)

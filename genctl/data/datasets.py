@@ -22,6 +22,7 @@ from genctl.data.download import download
 from genctl.data.folder import read_image_folder
 from genctl.data.idx import read_mnist_layout
 from genctl.errors import GenctlError
+from genctl.runtime import check_seed
 
 ASSETS = Path(__file__).parent / "assets"
 BINARIZE = ("none", "static", "dynamic")
@@ -33,16 +34,30 @@ def _root(cfg: DictConfig) -> Path:
     return Path(str(cfg.root)).expanduser()
 
 
+def _whole(cfg: DictConfig, key: str) -> int:
+    """``dataset.KEY``, which must be a whole number: the dataset's keys are not typed by a schema,
+    and a stored checkpoint's config is read here too."""
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GenctlError(f"dataset.{key}={value!r} is not valid: expected a whole number")
+    return value
+
+
+def _image_size(cfg: DictConfig) -> int | None:
+    """``dataset.image_size`` where the config sets it (a run trained before it existed does not)."""
+    return None if cfg.get("image_size") is None else _whole(cfg, "image_size")
+
+
 def _image_folder(cfg: DictConfig) -> Raw:
-    images, labels = read_image_folder(_root(cfg), int(cfg.image_size), int(cfg.channels))
-    test_idx, train_idx = _split_indices(len(images), int(cfg.test_size), int(cfg.split_seed) + 1, "test_size")
+    images, labels = read_image_folder(_root(cfg), _whole(cfg, "image_size"), _whole(cfg, "channels"))
+    test_idx, train_idx = _split_indices(len(images), _whole(cfg, "test_size"), _whole(cfg, "split_seed") + 1, "test_size")
     return {"train": (images[train_idx], labels[train_idx]), "test": (images[test_idx], labels[test_idx])}
 
 
 DATASETS: dict[str, Callable[[DictConfig], Raw]] = {
-    "digits": lambda cfg: read_mnist_layout(ASSETS / "digits", "MNIST", "digits"),
-    "mnist": lambda cfg: read_mnist_layout(_root(cfg), "MNIST", "mnist"),
-    "fashion_mnist": lambda cfg: read_mnist_layout(_root(cfg), "FashionMNIST", "fashion_mnist"),
+    "digits": lambda cfg: read_mnist_layout(ASSETS / "digits", "MNIST", "digits", 28),
+    "mnist": lambda cfg: read_mnist_layout(_root(cfg), "MNIST", "mnist", _image_size(cfg)),
+    "fashion_mnist": lambda cfg: read_mnist_layout(_root(cfg), "FashionMNIST", "fashion_mnist", _image_size(cfg)),
     "cifar10": lambda cfg: read_cifar10(_root(cfg)),
     "image_folder": _image_folder,
 }
@@ -110,6 +125,11 @@ def load_dataset(cfg: DictConfig) -> DataSplits:
         raise GenctlError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
     if cfg.binarize not in BINARIZE:
         raise GenctlError(f"dataset.binarize={cfg.binarize} is not one of: {', '.join(BINARIZE)}")
+    split_seed, val_size = _whole(cfg, "split_seed"), _whole(cfg, "val_size")
+    try:
+        check_seed(split_seed, "dataset.split_seed")
+    except ValueError as e:
+        raise GenctlError(str(e)) from e
     try:
         raw = DATASETS[name](cfg)
     except GenctlError:
@@ -118,13 +138,20 @@ def load_dataset(cfg: DictConfig) -> DataSplits:
         download(name, _root(cfg))
         raw = DATASETS[name](cfg)
     train, train_labels = raw["train"]
-    val_idx, train_idx = _split_indices(len(train), int(cfg.val_size), int(cfg.split_seed), "val_size")
+    test = raw["test"][0]
+    if train.shape[1:] != test.shape[1:]:  # a model is built for the train images, and tested on the test images
+        shapes = [f"{'x'.join(map(str, t.shape[1:]))}" for t in (train, test)]
+        raise GenctlError(
+            f"dataset '{name}' has train images of {shapes[0]} and test images of {shapes[1]}: both splits must hold "
+            f"images of one shape; check the files under {cfg.get('root', 'dataset.root')}"
+        )
+    val_idx, train_idx = _split_indices(len(train), val_size, split_seed, "val_size")
     return DataSplits(
         name=name,
         train=train[train_idx],
         val=train[val_idx],
-        test=raw["test"][0],
+        test=test,
         labels={"train": train_labels[train_idx], "val": train_labels[val_idx], "test": raw["test"][1]},
         binarize=str(cfg.binarize),
-        split_seed=int(cfg.split_seed),
+        split_seed=split_seed,
     )

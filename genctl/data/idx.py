@@ -16,10 +16,15 @@ import torch
 from genctl.errors import GenctlError
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# The format allows up to 255 dimensions; image files have 3 ([N, H, W]) and label files 1, and a
+# header announcing more describes no dataset (torchvision's reader allows 1 to 3 as well).
+MAX_NDIM = 3
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file: a 4-byte magic (0, 0, dtype, ndim), ndim big-endian sizes, then data."""
+    """Parse one IDX file: a 4-byte magic (0, 0, dtype, ndim), ndim big-endian sizes, then exactly
+    the data those sizes announce. A header that does not describe the file is refused in one line
+    naming the file, before anything is built from it."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
@@ -29,15 +34,23 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
         raise GenctlError(f"{path} is not an IDX file (bad magic number)")
     ndim = data[3]
+    if not 1 <= ndim <= MAX_NDIM:
+        raise GenctlError(
+            f"{path} is not an IDX file of images or labels: its header announces {ndim} dimensions, not 1 to {MAX_NDIM}"
+        )
     offset = 4 + 4 * ndim
     if len(data) < offset:
         raise GenctlError(f"{path} is truncated: its header announces {ndim} dimensions")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[data[2]])
-    count = math.prod(shape)  # Python ints: a forged header cannot overflow the check below
-    if len(data) - offset < count * dtype.itemsize:
+    size = math.prod(shape) * dtype.itemsize  # Python ints: a forged header cannot overflow the checks below
+    if len(data) - offset < size:
         raise GenctlError(f"{path} is truncated: header says {shape}, file too short")
-    return np.frombuffer(data, dtype, count, offset).reshape(shape)
+    if len(data) - offset > size:
+        raise GenctlError(
+            f"{path} is not a valid IDX file: its header says {shape}, but {len(data) - offset - size:,} bytes follow that data"
+        )
+    return np.frombuffer(data, dtype, math.prod(shape), offset).reshape(shape)
 
 
 def _find(raw_dirs: list[Path], stem: str) -> Path | None:
@@ -48,11 +61,15 @@ def _find(raw_dirs: list[Path], stem: str) -> Path | None:
     return None
 
 
-def read_mnist_layout(root: Path, folder: str, dataset: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Return {"train": (images, labels), "test": (images, labels)}, images uint8 [N, 1, 28, 28].
+def read_mnist_layout(
+    root: Path, folder: str, dataset: str, size: int | None = None
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Return {"train": (images, labels), "test": (images, labels)}, images uint8 [N, 1, H, W].
 
     Accepts ``root`` as the folder holding ``<folder>/raw`` (torchvision's ``root``), the
-    ``<folder>`` folder itself, or the ``raw`` folder.
+    ``<folder>`` folder itself, or the ``raw`` folder. ``size``: the images must be ``size`` x
+    ``size`` (``dataset.image_size``): a file of MNIST flattened to [60000, 1, 784] has the layout's
+    names and three dimensions, and would otherwise be trained on as 1x784 images.
     """
     raw_dirs = [root / folder / "raw", root / "raw", root]
     out = {}
@@ -69,7 +86,16 @@ def read_mnist_layout(root: Path, folder: str, dataset: str) -> dict[str, tuple[
         images, labels = read_idx(img), read_idx(lab)
         if images.dtype != np.uint8 or labels.dtype != np.uint8:
             raise GenctlError(f"{img} and {lab} must hold unsigned bytes (IDX type 0x08), as MNIST-style files do")
-        if images.ndim != 3 or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise GenctlError(f"{img} and {lab} do not form an image/label pair")
+        if images.ndim != 3 or labels.ndim != 1:
+            shapes = f"{'x'.join(map(str, images.shape))} and {'x'.join(map(str, labels.shape))}"
+            raise GenctlError(f"{img} and {lab} hold arrays of {shapes}, not images [N, H, W] and their labels [N]")
+        if labels.shape[0] != images.shape[0] or not len(images):
+            raise GenctlError(f"{img} holds {len(images)} images and {lab} {len(labels)} labels: they do not form a split")
+        if size is not None and images.shape[1:] != (size, size):
+            height, width = images.shape[1:]
+            raise GenctlError(
+                f"{img} holds {height}x{width} images; dataset '{dataset}' is {size}x{size} (dataset.image_size={size}): "
+                f"use the original files, or set dataset.image_size for square images of another size"
+            )
         out[split] = (torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,9 +15,13 @@ from genctl.data.loader import Batches
 from genctl.eval.estimators import compiled_log_weights, estimates
 from genctl.eval.fusion import fold_batchnorm
 from genctl.models.base import GenerativeModel, LatentLikelihood
+from genctl.runtime import check_fits, check_seed
 
 BATCH_SEED_STRIDE = 1_000_003  # batch i of an evaluation seeded with s draws from seed s * stride + i
 METRICS = ("nll", "fid")  # what genctl eval can measure: likelihood, sample quality (genctl.eval.quality)
+# Importance samples per image at most: the time of an IWAE evaluation grows linearly with k, and
+# 100,000 is 20 times the k=5000 that IWAE evaluations use (Burda et al. 2016).
+MAX_K = 100_000
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,11 @@ class EvalOptions:
         for name in ("k", "chunk", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.k > MAX_K:
+            raise ValueError(
+                f"k={self.k} is above {MAX_K}: every image is scored with k importance samples, so the time grows "
+                f"with k, and IWAE evaluations use k=5000 at most; use a k up to {MAX_K}"
+            )
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
             raise ValueError(
@@ -43,6 +53,23 @@ class EvalOptions:
             )
         if self.num_samples < 4:  # precision/recall need more points than the 3 neighbours that set a radius
             raise ValueError(f"num_samples must be >= 4, got {self.num_samples}")
+        check_seed(self.seed)
+
+
+def check_memory(e: EvalOptions, model: GenerativeModel, prefix: str = "eval.") -> None:
+    """Refuse in one line, before any work, a batch of the evaluation that cannot fit in memory.
+
+    What a batch holds per image at least: the model's output for ``min(chunk, k)`` posterior
+    draws (one float per parameter of its observation model, per value) and its ``k`` log weights
+    (:func:`genctl.eval.estimators.iwae_log_likelihood`). ``prefix``: how the caller names the
+    settings (``eval.`` on the command line, none for ``genctl.nll``'s arguments)."""
+    latent = isinstance(model, LatentLikelihood)
+    likelihood = getattr(model, "likelihood", None)
+    outputs = likelihood.channels(1) if likelihood is not None else 1
+    draws = min(e.chunk, e.k) if latent else 1
+    per_image = 4 * (draws * math.prod(model.data_shape) * outputs + (e.k if latent else 0))
+    items = f"images with {draws} model output(s) and {e.k} log weights each" if latent else "images and their model outputs"
+    check_fits(e.batch_size, per_image, f"{prefix}batch_size", items, f"lower {prefix}chunk")
 
 
 @contextmanager

@@ -79,12 +79,18 @@ class FeatureExtractor:
         """What every number measured in this space says about itself."""
         return f"classifier-feature FID (genctl {self.family} classifier), not Inception FID"
 
+    def check(self, shape: tuple[int, ...], fix: str = "") -> None:
+        """Refuse in one line (ending in ``fix``) images of ``shape`` [C, H, W], which the classifier
+        cannot read: ``genctl eval`` asks with the model's shape before it spends any time on the likelihood."""
+        if tuple(shape) != IMAGE_SHAPE:
+            got = "x".join(map(str, shape))
+            raise GenctlError(
+                f"the genctl {self.family} classifier takes 1x28x28 images, got {got}" + (f": {fix}" if fix else "")
+            )
+
     def __call__(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """Features [N, num_features] of images [N, 1, 28, 28] (floats in [0, 1], or uint8 grey levels)."""
-        if tuple(images.shape[1:]) != IMAGE_SHAPE:
-            raise GenctlError(
-                f"the genctl {self.family} classifier takes 1x28x28 images, got {'x'.join(map(str, images.shape[1:]))}"
-            )
+        self.check(tuple(images.shape[1:]))
         with torch.inference_mode():
             chunks = [self.net.features(_grey(batch.cpu())) for batch in images.split(batch_size)]
         return torch.cat(chunks)

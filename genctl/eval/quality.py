@@ -20,6 +20,7 @@ are equal. :func:`calibration` gives the two ends of the scale for a dataset.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ from genctl.eval.evaluate import evaluating
 from genctl.eval.features import HELD_OUT, FeatureExtractor, feature_extractor
 from genctl.models.base import GenerativeModel, Sampler
 from genctl.runs.record import evaluation_name
+from genctl.runtime import check_fits
 
 K = 3  # nearest neighbours that set a point's radius (Kynkaenniemi et al. 2019)
 CHUNK = 1000  # rows of one block of pairwise distances: CHUNK x N floats in memory
@@ -142,6 +144,14 @@ def sample_quality(
     them when they are fewer), both chosen from ``seed``."""
     fake = draw(model, n, seed, batch_size, progress)
     return quality(fake, subset(real, n, seed), extractor)
+
+
+def check_memory(n: int, data_shape: tuple[int, ...], extractor: FeatureExtractor, setting: str = "eval.num_samples") -> None:
+    """Refuse in one line, before any work, ``n`` samples that cannot fit in memory: :func:`sample_quality`
+    keeps every sample (twice while their batches are joined) and its features, in float32 and
+    again in float64 for FID (the real images, as many, come on top)."""
+    per_sample = 2 * 4 * math.prod(data_shape) + (4 + 8) * extractor.num_features
+    check_fits(n, per_sample, setting, "the samples and features FID keeps")
 
 
 def quality_name(split: str, checkpoint: str) -> str:

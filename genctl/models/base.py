@@ -19,7 +19,9 @@ leaves out make its construction fail with their names.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -28,6 +30,7 @@ from torch import nn
 
 from genctl.config import build
 from genctl.errors import GenctlError
+from genctl.models import inputs
 from genctl.registry import Registry
 
 
@@ -94,6 +97,15 @@ class LatentLikelihood(Likelihood):
 
 
 class Sampler(ABC):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every model's own ``sample`` checks its arguments first (:mod:`genctl.models.inputs`):
+        ``n`` a positive int that fits in memory, ``temperature`` >= 0, ``y`` labels of the model's
+        classes; a model only writes the drawing."""
+        super().__init_subclass__(**kwargs)
+        sample = cls.__dict__.get("sample")
+        if callable(sample) and not getattr(sample, "__isabstractmethod__", False):
+            cls.sample = _checked_sample(sample)
+
     @abstractmethod
     def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` images [n, C, H, W] in [0, 1] drawn from the model.
@@ -102,6 +114,19 @@ class Sampler(ABC):
         both give the same images for the same seed. ``y``: class labels [n] for conditional
         models (by default the classes in turn).
         """
+
+
+def _checked_sample(sample: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``sample`` behind the checks of :meth:`Sampler.__init_subclass__`."""
+
+    @functools.wraps(sample)
+    def checked(self: Any, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
+        n = inputs.count(self, n)
+        if y is not None and is_conditional(self):
+            y = inputs.labels(self, y, n, "y")
+        return sample(self, n, inputs.temperature(temperature), fast, y)
+
+    return checked
 
 
 class Reconstructs(ABC):

@@ -7,7 +7,9 @@ sample and the scripts all read checkpoints through this module.
 
 An export folder (``genctl export``, :mod:`genctl.runs.export`) is read here too, as the same kind
 of state, without any unpickling: the weights from ``model.safetensors`` (whose header holds the
-shape of the data and the format as JSON), the config from ``config.yaml`` with a safe YAML loader.
+shape of the data and the format as JSON), the config from ``config.yaml`` through
+:mod:`genctl.runs.untrusted` (a bounded read of a regular file, no YAML aliases). Every config a
+checkpoint or an export holds is checked there before OmegaConf builds it.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError, safe_open
 
 from genctl import __version__, distributed
 from genctl.errors import GenctlError
 from genctl.models.base import GenerativeModel, build_model
+from genctl.runs import schema
 from genctl.runs.atomic import atomic_write
+from genctl.runs.untrusted import UntrustedFileError, check_config, load_yaml
 from genctl.runtime import resolve_device
 
 FORMAT = 1
@@ -70,12 +73,14 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
     return p
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", resuming: bool = False) -> dict[str, Any]:
     """Read a genctl checkpoint; every failure is one line naming the file and the problem.
 
     Only tensors and plain containers are unpickled (``weights_only``); a file holding anything
     else is refused, and the message never suggests the unsafe way round that. An export's
-    ``model.safetensors`` is read by :func:`read_export`, which unpickles nothing at all.
+    ``model.safetensors`` is read by :func:`read_export`, which unpickles nothing at all. Every
+    entry genctl reads is checked against :mod:`genctl.runs.schema` first; ``resuming``: the
+    training state a resume continues from too.
     """
     state = read_export(path, map_location) if path.suffix == ".safetensors" else _unpickle(path, map_location)
     problem = _malformed(state)
@@ -86,6 +91,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"checkpoint {path} has format {state['format']} from genctl {state.get('genctl_version')}; "
             f"this genctl ({__version__}) reads format <= {FORMAT}: upgrade genctl"
         )
+    problem = schema.problem(state, schema.training()) if resuming else None
+    if problem:
+        raise GenctlError(f"{path} is not a checkpoint genctl train can continue ({problem}); resume from a run genctl trained")
     return state
 
 
@@ -106,8 +114,8 @@ def _unpickle(path: Path, map_location: str | torch.device) -> Any:
 
 def read_export(weights: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """An export folder as the state a checkpoint holds (the header's :data:`EXPORT_STATE` entries,
-    ``config`` and the weights as ``model``), read with safetensors, JSON and a safe YAML loader:
-    no pickle anywhere."""
+    ``config`` and the weights as ``model``), read with safetensors, JSON and
+    :func:`genctl.runs.untrusted.load_yaml`: no pickle anywhere."""
     folder = weights.parent
     again = f"export the run again (genctl export ckpt=RUN out={folder} overwrite=true)"
     if not weights.is_file():
@@ -121,9 +129,9 @@ def read_export(weights: Path, map_location: str | torch.device = "cpu") -> dict
     if not isinstance(header, dict):
         raise GenctlError(f"{weights} is not a genctl export: its header has no '{EXPORT_HEADER}' entry; {again}")
     try:
-        config = yaml.safe_load((folder / EXPORT_CONFIG).read_text())
-    except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: not text
-        raise GenctlError(f"export {folder}: its {EXPORT_CONFIG} cannot be read ({_first_line(e)}); {again}") from e
+        config = load_yaml(folder / EXPORT_CONFIG)
+    except UntrustedFileError as e:
+        raise GenctlError(f"export {folder}: its {EXPORT_CONFIG} cannot be read ({e}); {again}") from e
     return {**{key: header[key] for key in EXPORT_STATE if key in header}, "config": config, "model": tensors}
 
 
@@ -144,7 +152,11 @@ def _malformed(state: Any) -> str | None:
         return f"its data_shape {state['data_shape']} is not three positive sizes"
     if not isinstance(state["config"].get("model"), dict):
         return "its config has no model section"
-    return None
+    try:
+        check_config(state["config"])
+    except UntrustedFileError as e:
+        return str(e)
+    return schema.problem(state, schema.CHECKPOINT)
 
 
 def load_weights(model: GenerativeModel, state: dict[str, Any], path: Path, averaged: bool = False) -> None:

@@ -29,7 +29,7 @@ from safetensors.torch import save
 from genctl import __version__
 from genctl.errors import GenctlError
 from genctl.models.base import GenerativeModel
-from genctl.runs.atomic import atomic_write
+from genctl.runs.atomic import atomic_write, check_writable
 from genctl.runs.checkpoint import (
     EXPORT_CARD,
     EXPORT_CONFIG,
@@ -76,6 +76,8 @@ def export_checkpoint(ckpt: str | Path, out: str | Path | None = None, overwrite
     if path.suffix == ".safetensors":
         raise GenctlError(f"{path.parent} is an export already; pass a run folder or one of its .pt checkpoints")
     folder = Path(str(out)).expanduser() if out is not None else path.parent / DEFAULT_FOLDER
+    root = folder if out is not None else path.parent  # a planted RUN/export link is refused, not followed
+    check_writable(folder / EXPORT_WEIGHTS, "the export", "pass out=DIR in a writable folder", root)
     _check_room(folder, path.parent, overwrite)
     state = load_checkpoint(path)
     model = restore_model(state, path)
@@ -101,7 +103,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path | None = None, overwrite
     }
     (folder / FILENAME).unlink(missing_ok=True)
     for name, data in contents.items():
-        atomic_write(folder / name, lambda f, data=data: f.write(data), "the export file")
+        atomic_write(folder / name, lambda f, data=data: f.write(data), "the export file", root)
     return Exported(
         folder=folder,
         checkpoint=path,

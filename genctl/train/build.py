@@ -4,6 +4,7 @@ objects a training run is made of (as ``train(cfg)`` in the lightning-hydra-temp
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,7 +22,7 @@ from genctl.losses import Loss, build_loss
 from genctl.models import GenerativeModel, build_model
 from genctl.models.base import is_conditional
 from genctl.runs.checkpoint import resolve_checkpoint
-from genctl.runtime import resolve_device, seed_everything
+from genctl.runtime import check_fits, check_seed, resolve_device, seed_everything
 from genctl.train.cadence import Every
 from genctl.train.ema import EMA
 from genctl.train.hooks import EpochLog, History, Hook, ImageGrids, ProgressBar, TensorBoard
@@ -63,18 +64,26 @@ class TrainerOptions:
     precision: Literal[32, "bf16", "fp16"]
     skip_nonfinite: bool
     compile: bool
-    ema: float
+    ema: float | None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every", "val_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_samples", "num_reconstructions"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: no such grid), got {getattr(self, name)}")
+        check_seed(self.seed)
+        if not self.grad_clip >= 0:  # as the checks of ema and max_time: NaN fails it too
+            raise ValueError(f"grad_clip is a gradient norm and must be >= 0 (0 disables clipping), got {self.grad_clip}")
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise ValueError(f"ema is a decay and must be in [0, 1), e.g. 0.999 (0 or null: no average), got {self.ema}")
         for name in ("val_every", "ckpt_every", "sample_every"):
             try:
                 Every.parse(getattr(self, name))
             except ValueError as e:
                 raise ValueError(f"{name}: {e}") from e
-        if self.max_time is not None and self.max_time <= 0:
+        if self.max_time is not None and not self.max_time > 0:
             raise ValueError(f"max_time is in minutes and must be > 0, got {self.max_time}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
@@ -129,6 +138,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
     seed_everything(opts.seed)
     data = load_dataset(cfg.dataset)
     model = build_model(cfg.model, data.shape, data.binary).to(device)
+    check_fits(opts.num_samples, 4 * math.prod(data.shape), "trainer.num_samples", "the images of the sample grid")
     loss_fn = build_loss(cfg.loss, model, str(cfg.model.name))
     optimizer = build_optimizer(cfg.optim, model.parameters())
     lr = build_schedule(cfg.optim, optimizer)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from genctl.eval.evaluate import evaluating
 from genctl.images import make_grid
 from genctl.models.base import GenerativeModel, Reconstructs, Sampler
+from genctl.runs.atomic import append_text, refuse_links
 
 if TYPE_CHECKING:
     from genctl.train.loop import Trainer
@@ -86,7 +87,7 @@ class ImageGrids:
         """The grids by name, and samples per second (None for a model that does not sample)."""
         grids, rate = {}, None
         with evaluating(self.model, self.seed):
-            if isinstance(self.model, Sampler):
+            if isinstance(self.model, Sampler) and self.num_samples:  # trainer.num_samples=0: no sample grid
                 start = time.perf_counter()
                 grids["samples"] = self.model.sample(self.num_samples)
                 rate = self.num_samples / max(time.perf_counter() - start, 1e-9)
@@ -129,6 +130,7 @@ class TensorBoard(Hook):
     def on_train_begin(self, trainer: Trainer) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when training
 
+        refuse_links(self.folder)  # its event files get new names; the folder itself must not lead elsewhere
         # a resumed run drops what its earlier life logged after the checkpoint it continues from
         self.writer = SummaryWriter(str(self.folder), purge_step=trainer.progress.step or None)
 
@@ -145,7 +147,8 @@ class TensorBoard(Hook):
 
 
 class History(Hook):
-    """One JSON line per validation: the curves ``genctl compare`` draws."""
+    """One JSON line per validation: the curves ``genctl compare`` draws. Appended without following
+    a link planted at the file (:func:`genctl.runs.atomic.append_text`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -159,8 +162,7 @@ class History(Hook):
             "train_loss": train_means.get("loss"),
             "val_loss": val.get("loss"),
         }
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(self.path, json.dumps(record) + "\n", "the history")
 
 
 class EpochLog(Hook):

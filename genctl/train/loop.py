@@ -106,9 +106,16 @@ class Trainer:
             getattr(hook, event)(self, *args)
 
     def resume(self, path: Path) -> None:
-        state = load_checkpoint(path)
+        state = load_checkpoint(path, resuming=True)
         load_weights(self.model, state, path)
-        self.progress = restore(state, self.step, self.batches)
+        try:
+            self.progress = restore(state, self.step, self.batches)
+        except (RuntimeError, ValueError) as e:  # torch's, numpy's and random's own checks of what they restore
+            what = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise GenctlError(
+                f"checkpoint {path} cannot be resumed: its training state does not fit this run ({what}); "
+                "resume from a checkpoint genctl train wrote for this model"
+            ) from e
         changed = changed_settings(state.get("config") or {}, self.meta["config"])
         log.info(
             "resumed from %s at epoch %d, step %d%s",

@@ -9,6 +9,12 @@ begins, on rank 0 (the only rank with hooks), so genctl starts as fast without t
 
 A tracker's run ends with training: finished after the final test, or marked failed (killed, for
 a Ctrl-C or a signal) when training ends with an error, so a sweep's next job does not find it open.
+
+A tracker is a guest of the training it records: once its run is open, a call into its package
+that raises (a server gone, an HTTP 400, W&B's service killed) or does not answer within
+:data:`CALL_TIMEOUT_S` is one warning line, the tracker is switched off, and training goes on
+writing its checkpoints and its record. MLflow's own retries are bounded too (:data:`MLFLOW_HTTP`):
+by default it retries a request for minutes before it gives up.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ import glob
 import importlib.util
 import json
 import logging
+import os
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +52,16 @@ INSTALL = "pip install 'genctl[track]'"
 # URI schemes of the tracking stores MLflow keeps in a database (through SQLAlchemy and alembic)
 DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
 MLFLOW_PARAMS_PER_CALL = 100  # MLflow's limit on the parameters of one log_batch
+# Seconds a call into a tracker's package may take before the tracker is switched off (its thread
+# is left to finish or hang on its own): longer than MLflow's bounded retries below take.
+CALL_TIMEOUT_S = 60.0
+# MLflow's HTTP settings for genctl's calls, where the environment does not set them: 2 retries,
+# 1 s backoff, 15 s per request (about 50 s at worst), instead of its default minutes of retries.
+MLFLOW_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
 
 
 @dataclass(frozen=True)
@@ -107,14 +126,43 @@ def grid_image(images: torch.Tensor) -> np.ndarray:
     return array[..., 0] if array.shape[-1] == 1 else array
 
 
+def within(seconds: float, call: Callable[[], None]) -> str | None:
+    """Run ``call`` in a daemon thread and wait for it at most ``seconds``: None when it returned,
+    else what went wrong, in one line. A call that does not return is left to its thread, which
+    does not keep the process from exiting."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:  # noqa: BLE001 - whatever a tracker's package raises is reported, not raised
+            raised.append(e)
+
+    thread = threading.Thread(target=run, name="genctl-tracker", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        return f"no answer after {seconds:g} s"
+    if not raised:
+        return None
+    text = " ".join(str(raised[0]).split())[:300]
+    return f"{type(raised[0]).__name__}: {text}" if text else type(raised[0]).__name__
+
+
 class Tracker(Hook, ABC):
     """What the trackers share: a run opened when training begins, named after the run folder;
     scalars as ``<split>/<name>`` at the training step; the grids when due; the final files and
-    the close. A subclass says how its package does each of these."""
+    the close. A subclass says how its package does each of these.
+
+    Every call after the run is opened goes through :meth:`guarded`; ``start`` does not: a tracker
+    that cannot open its run (a wrong address, no API key) stops training before it begins."""
+
+    title = "tracker"  # the name in messages
 
     def __init__(self, config: dict[str, Any], run_dir: Path, grids: ImageGrids) -> None:
         self.config, self.run_dir, self.grids = config, run_dir, grids
         self.open = False
+        self.off = False  # switched off after a call failed: training goes on without it
 
     @property
     def run_name(self) -> str:
@@ -122,32 +170,56 @@ class Tracker(Hook, ABC):
         here = Path.cwd().resolve()
         return str(self.run_dir.relative_to(here)) if self.run_dir.is_relative_to(here) else str(self.run_dir)
 
+    def guarded(self, doing: str, call: Callable[[], None]) -> None:
+        """Make one call into the tracker's package (``doing``: what it is, for the message) so that
+        it can neither stop nor stall training: one that raises or does not answer within
+        :data:`CALL_TIMEOUT_S` switches the tracker off, with one warning line. Once off, nothing is called."""
+        if self.off:
+            return
+        problem = within(CALL_TIMEOUT_S, call)
+        if problem is None:
+            return
+        self.off = True
+        log.warning(
+            "%s stopped working while %s (%s): switched off for the rest of this run; training continues "
+            "and writes its checkpoints and metrics.json as before",
+            self.title,
+            doing,
+            problem,
+        )
+
     def on_train_begin(self, trainer: Trainer) -> None:
         self.start()
         self.open = True
+        self.guarded("recording the config", self.log_config)
 
     def on_scalars(self, trainer: Trainer, split: str, values: dict[str, float]) -> None:
-        self.log_scalars({f"{split}/{name}": float(value) for name, value in values.items()}, trainer.progress.step)
+        step = trainer.progress.step
+        scalars = {f"{split}/{name}": float(value) for name, value in values.items()}
+        self.guarded(f"logging {split} scalars at step {step}", lambda: self.log_scalars(scalars, step))
 
     def on_images(self, trainer: Trainer) -> None:
+        if self.off:  # drawing the grids is the model's work: none for a tracker that is off
+            return
         step = trainer.progress.step
-        self.log_images({name: grid_image(grid) for name, grid in self.grids.at_step(step).items()}, step)
+        images = {name: grid_image(grid) for name, grid in self.grids.at_step(step).items()}
+        self.guarded(f"logging images at step {step}", lambda: self.log_images(images, step))
 
     def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
         """After the report (earlier in the hook list): its grids of best.pt and the record, as files."""
         images = RunRecord.read(self.run_dir, missing_ok=True).images
-        self.log_files([Path(p) for p in images if Path(p).is_file()] + [self.run_dir / FILENAME])
-        self.close(None)
+        paths = [Path(p) for p in images if Path(p).is_file()] + [self.run_dir / FILENAME]
+        self.guarded("saving the run's files", lambda: self.log_files(paths))
+        self.guarded("closing the run", lambda: self.close(None))
         self.open = False
 
     def on_failure(self, trainer: Trainer, error: BaseException) -> None:
+        """Mark the run failed; a tracker that cannot is one warning line: the error that ended
+        training is the one to report."""
         if not self.open:
             return
         self.open = False
-        try:
-            self.close(error)
-        except Exception as e:  # the error that ended training is the one to report, not this one
-            log.warning("could not mark the %s run as failed: %s", type(self).__name__, e)
+        self.guarded("marking the run failed", lambda: self.close(error))
 
     @staticmethod
     def killed(error: BaseException) -> bool:
@@ -161,7 +233,10 @@ class Tracker(Hook, ABC):
 
     @abstractmethod
     def start(self) -> None:
-        """Open the run and record the config."""
+        """Open the run (one line for a run that cannot be opened)."""
+
+    def log_config(self) -> None:
+        """Record the config, where opening the run did not."""
 
     @abstractmethod
     def log_scalars(self, values: dict[str, float], step: int) -> None: ...
@@ -182,6 +257,8 @@ class MLflow(Tracker):
     the grids as step images and the final files as artifacts. Through ``MlflowClient``, not
     the fluent API's process-wide active run, which an in-process sweep's jobs would share."""
 
+    title = "MLflow"
+
     def __init__(self, tracking: DictConfig, config: dict[str, Any], run_dir: Path, grids: ImageGrids) -> None:
         super().__init__(config, run_dir, grids)
         self.options = build("tracking.mlflow", MLflowOptions, tracking.mlflow)
@@ -200,8 +277,9 @@ class MLflow(Tracker):
                 )
 
     def start(self) -> None:
+        for variable, value in MLFLOW_HTTP.items():  # read by MLflow at every request
+            os.environ.setdefault(variable, value)
         from mlflow import MlflowClient
-        from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
 
         uri, name = self.options.tracking_uri, self.options.experiment
@@ -213,10 +291,14 @@ class MLflow(Tracker):
         except MlflowException as e:
             raise GenctlError(f"tracking.mlflow.tracking_uri={uri}: {' '.join(str(e).split())}") from e
         self.run_id = run.info.run_id
+        log.info("MLflow run %s in experiment '%s' at %s", self.run_id, name, uri)
+
+    def log_config(self) -> None:
+        from mlflow.entities import Param
+
         params = [Param(key, value) for key, value in flatten(self.config).items()]
         for i in range(0, len(params), MLFLOW_PARAMS_PER_CALL):
             self.client.log_batch(self.run_id, params=params[i : i + MLFLOW_PARAMS_PER_CALL])
-        log.info("MLflow run %s in experiment '%s' at %s", self.run_id, name, uri)
 
     def log_scalars(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -241,6 +323,8 @@ class Wandb(Tracker):
     """A W&B run in ``tracking.wandb.project`` (offline by default: ``wandb sync`` uploads it later):
     history at the training step, the resolved config as the run's config, grids as images, and
     the final files saved with the run."""
+
+    title = "W&B"
 
     def __init__(self, tracking: DictConfig, config: dict[str, Any], run_dir: Path, grids: ImageGrids) -> None:
         super().__init__(config, run_dir, grids)
