@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 
 import pytest
 
+import genctl.train.loop
 import genctl.train.state
 from genctl.train.state import Progress, Stopwatch
 from tests.conftest import TINY
@@ -44,3 +46,21 @@ def test_the_stopwatch_continues_what_a_resumed_run_had_spent(cpu_minute_per_rea
 def test_an_unknown_clock_is_refused(cli, tmp_path):
     code, _, err = cli("train", *RUN, "trainer.clock=gpu", f"hydra.run.dir={tmp_path / 'x'}")
     assert code == 2 and "clock" in err and "wall" in err, err
+
+
+def test_the_time_outside_the_steps_is_recorded(cli, tmp_path, monkeypatch):
+    """Validation, checkpoints, image grids and logs are timed apart from the optimizer steps: a
+    validation made 0.3 s slower shows in outside_steps_s once per epoch, and in its share of the run."""
+    original = genctl.train.loop.mean_loss
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(genctl.train.loop, "mean_loss", slow)
+    run = tmp_path / "run"
+    code, _, err = cli("train", *TINY, "trainer.epochs=3", "trainer.test_at_end=false", f"hydra.run.dir={run}")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.9 <= metrics["outside_steps_s"] < metrics["wall_time_s"]
+    assert metrics["outside_steps_share"] == pytest.approx(metrics["outside_steps_s"] / metrics["wall_time_s"], rel=0.1)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 
 import pytest
 import torch
 
+import genctl.train.loop
 import genctl.train.state
 from genctl.train.cadence import Every
 from tests.conftest import TINY, one_line_error
@@ -28,22 +30,30 @@ def validated_steps(run) -> list[int]:
         ("500steps", Every(500, "steps")),
         ("500 step", Every(500, "steps")),
         ("30s", Every(30, "seconds")),
+        ("4%", Every(4, "percent")),
     ],
 )
 def test_a_cadence_reads_epochs_steps_or_seconds(value, every):
     assert Every.parse(value) == every
 
 
-@pytest.mark.parametrize("value", ["5min", "steps", "0steps", 0, "1.5s"])
+@pytest.mark.parametrize("value", ["5min", "steps", "0steps", 0, "1.5s", "0%", "101%"])
 def test_a_malformed_cadence_is_refused(value):
     with pytest.raises(ValueError, match="cadence"):
         Every.parse(value)
 
 
-def test_a_cadence_falls_at_epoch_ends_step_counts_or_elapsed_seconds():
-    assert [Every(2, "epochs").due(e, 0, 0.0, done) for e, done in [(2, True), (3, True), (2, False)]] == [True, False, False]
-    assert [Every(3, "steps").due(0, s, 0.0, False) for s in (3, 4, 6)] == [True, False, True]
-    assert [Every(30, "seconds").due(0, 0, t, False) for t in (29.9, 30.0)] == [False, True]
+def test_a_cadence_falls_at_epoch_ends_step_counts_elapsed_seconds_or_within_a_share():
+    assert [Every(2, "epochs").due(e, 0, 0.0, done, 1.0) for e, done in [(2, True), (3, True), (2, False)]] == [
+        True,
+        False,
+        False,
+    ]
+    assert [Every(3, "steps").due(0, s, 0.0, False, 1.0) for s in (3, 4, 6)] == [True, False, True]
+    assert [Every(30, "seconds").due(0, 0, t, False, 1.0) for t in (29.9, 30.0)] == [False, True]
+    # a share: (the time outside the steps if the event ran now, whether an epoch just ended)
+    cases = [(0.04, True), (0.0401, True), (0.01, False)]
+    assert [Every(4, "percent").due(0, 0, 0.0, done, share) for share, done in cases] == [True, False, False]
 
 
 def test_validation_in_steps_pauses_the_epoch_without_changing_training(cli, tmp_path):
@@ -74,3 +84,25 @@ def test_a_bad_cadence_is_one_line(cli, tmp_path):
     code, _, err = cli("train", *RUN, "trainer.val_every=5min", f"hydra.run.dir={tmp_path / 'run'}")
     line = one_line_error(code, err)
     assert "val_every" in line and "500steps" in line
+
+
+def test_a_share_cadence_skips_the_events_that_would_cost_more_than_it(cli, tmp_path, monkeypatch):
+    """A validation of 0.3 s after epochs of a fraction of a second: the first one is taken (its cost
+    is not known yet), the next would put the time outside the steps far above 5%, so validation
+    waits for the end of training, where every event happens; per epoch, all six are taken."""
+    original = genctl.train.loop.mean_loss
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(genctl.train.loop, "mean_loss", slow)
+    runs = {every: tmp_path / every.strip("%") for every in ("5%", "1")}
+    for every, run in runs.items():
+        args = [*RUN, "trainer.epochs=6", f"trainer.val_every={every}", f"hydra.run.dir={run}"]
+        code, _, err = cli("train", *args)
+        assert code == 0, err
+    assert validated_steps(runs["5%"]) == [8, 48]
+    assert validated_steps(runs["1"]) == [8, 16, 24, 32, 40, 48]
+    weights = [torch.load(run / "last.pt", weights_only=True)["model"] for run in runs.values()]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # validation never changes training

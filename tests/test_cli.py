@@ -408,7 +408,7 @@ def test_bf16_mixed_precision_trains_on_cpu_and_fp16_asks_for_cuda(cli, tmp_path
     code, _, err = cli("train", *TINY, "trainer.precision=fp16", "trainer.device=cpu")
     assert "trainer.precision=fp16 needs a CUDA device" in one_line_error(code, err)
     code, _, err = cli("train", *TINY, "trainer.precision=16")
-    assert "precision=16 is not valid (expected one of 32, bf16, fp16)" in one_line_error(code, err)
+    assert "precision=16 is not valid (expected one of 32, bf16, fp16, auto)" in one_line_error(code, err)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from genctl.train.precision import Precision
 from genctl.train.state import Progress
 from genctl.train.step import LossStep, TrainStep
 
@@ -24,7 +25,7 @@ def train_step(model: nn.Module, loss_fn=squared, grad_clip: float = 0.0, skip_n
         scaler=torch.amp.GradScaler("cpu", enabled=False),
         parameters=list(model.parameters()),
         grad_clip=grad_clip,
-        autocast=None,
+        precision=Precision("32"),
         device_type="cpu",
         skip_nonfinite=skip_nonfinite,
     )

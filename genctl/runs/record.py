@@ -84,9 +84,12 @@ class RunRecord:
     stopped: str | None = None  # why training ended: completed | max_steps | max_time | interrupted
     error: str | None = None  # the one-line error that ended a failed run (a sweep job, a run that trained nothing)
     wall_time_s: float | None = None
+    outside_steps_s: float | None = None  # of wall_time_s: validation, checkpoints, image grids and logs
+    outside_steps_share: float | None = None
     cpu_time_s: float | None = None
     train_images_per_s: float | None = None
     peak_memory_mb: float | None = None
+    precision: str | None = None  # what the training step ran in, and why where trainer.precision=auto chose
     best_epoch: int | None = None
     skipped_steps: int | None = None
     best_val_loss: float | None = None

@@ -28,6 +28,7 @@ from genctl.train.ema import EMA
 from genctl.train.hooks import EpochLog, History, Hook, ImageGrids, ProgressBar, TensorBoard
 from genctl.train.loop import Schedule, Trainer
 from genctl.train.optim import build_optimizer, build_schedule
+from genctl.train.precision import resolve_precision
 from genctl.train.report import Report
 from genctl.train.state import Progress
 from genctl.train.step import LossStep, TrainStep
@@ -61,7 +62,7 @@ class TrainerOptions:
     num_reconstructions: int
     val_batch_size: int
     test_at_end: bool
-    precision: Literal[32, "bf16", "fp16"]
+    precision: Literal[32, "bf16", "fp16", "auto"]
     skip_nonfinite: bool
     compile: bool
     ema: float | None
@@ -99,7 +100,8 @@ def build_step(
     """The training step as configured: mixed precision, DistributedDataParallel across ranks,
     torch.compile (of the training step only: evaluation and sampling run the plain model)."""
     if opts.precision == "fp16" and device.type != "cuda":
-        raise GenctlError(f"trainer.precision=fp16 needs a CUDA device (this run is on {device}); use bf16 or 32")
+        raise GenctlError(f"trainer.precision=fp16 needs a CUDA device (this run is on {device}); use bf16, 32 or auto")
+    precision = resolve_precision(opts.precision, device, model.bf16_gains_on)
     loss_step: torch.nn.Module = LossStep(model, loss_fn)
     if distributed.world_size() > 1:  # rank 0's initial weights are broadcast; gradients are averaged
         loss_step = DistributedDataParallel(loss_step, device_ids=[device] if device.type == "cuda" else None)
@@ -109,10 +111,10 @@ def build_step(
     return TrainStep(
         loss_step=loss_step,
         optimizer=optimizer,
-        scaler=torch.amp.GradScaler(device.type, enabled=opts.precision == "fp16"),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision.name == "fp16"),
         parameters=list(model.parameters()),
         grad_clip=opts.grad_clip,
-        autocast={"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.precision),
+        precision=precision,
         device_type=device.type,
         skip_nonfinite=opts.skip_nonfinite,
         ema=EMA(model, opts.ema) if opts.ema else None,  # after DistributedDataParallel broadcast rank 0's weights
@@ -186,10 +188,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
     if resume:
         trainer.resume(resolve_checkpoint(resume, prefer="last.pt"))
     log.info(
-        "model %s (%s parameters) on %s: %d train / %d val / %d test images %s, binarize=%s",
+        "model %s (%s parameters) on %s, precision %s: %d train / %d val / %d test images %s, binarize=%s",
         cfg.model.name,
         f"{sum(p.numel() for p in model.parameters()):,}",
         device,
+        trainer.step.precision,
         len(data.train),
         len(data.val),
         len(data.test),

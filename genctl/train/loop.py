@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,29 @@ def stop_on_signals() -> Iterator[list[str]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@dataclass
+class LossWindow:
+    """The steps since the last log line: losses summed where they were computed (on the device,
+    read once per ``trainer.log_every`` steps: one sync), and each step's loss to name the one that
+    went non-finite."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    losses: list[torch.Tensor] = field(default_factory=list)
+    steps: int = 0  # steps applied (a skipped one adds images, not losses)
+    images: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+    def add(self, out: dict[str, torch.Tensor] | None, images: int) -> None:
+        """One step's losses (None: skipped) and batch size."""
+        self.images += images
+        if out is None:
+            return
+        for name, value in out.items():
+            self.sums[name] = self.sums.get(name, 0) + value
+        self.losses.append(out["loss"])
+        self.steps += 1
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,16 @@ class Trainer:
         if self.rank == 0:
             save_checkpoint(self.run_dir / name, {**state, **self.meta})
 
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        """Count the time of what is not an optimizer step (validation, checkpoints, image grids,
+        logs): what the cadences cost, reported beside the run's time."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.progress.outside += time.monotonic() - start
+
     def spent(self) -> float:
         """Seconds of the time budget used, on the clock it is counted by (trainer.clock)."""
         return self.progress.cpu_seconds if self.schedule.clock == "cpu" else self.progress.elapsed
@@ -154,27 +187,38 @@ class Trainer:
 
     def due(self, epoch_done: bool) -> list[str]:
         """The events whose cadence falls now; every rank takes them together (steps and epochs
-        agree across ranks; a cadence in seconds falls when it falls on any rank)."""
+        agree across ranks; a cadence by a clock falls when it falls on any rank). An event that
+        falls adds its last cost to the time outside the steps the next one is judged by."""
         progress, now = self.progress, self.spent()
         cadences = (self.schedule.val_every, self.schedule.ckpt_every, self.schedule.sample_every)
-        due = [e.due(progress.epoch, progress.step, now - self.last_event[n], epoch_done) for n, e in zip(self.EVENTS, cadences)]
-        if any(e.unit == "seconds" for e in cadences):
+        outside, due = progress.outside, []
+        for name, every in zip(self.EVENTS, cadences):
+            cost = self.event_cost[name]
+            share = (outside + cost) / max(progress.elapsed + cost, 1e-9)
+            due.append(every.due(progress.epoch, progress.step, now - self.last_event[name], epoch_done, share))
+            outside += cost if due[-1] else 0.0
+        if any(e.unit == "seconds" or (e.timed and epoch_done) for e in cadences):
             due = distributed.any_flags(due)
         return [name for name, is_due in zip(self.EVENTS, due) if is_due]
 
+    def run_event(self, name: str, train_means: dict[str, float]) -> None:
+        """Validate, save last.pt or draw the image grids, timing it for the cadences by share."""
+        start = time.monotonic()
+        if name == "val":
+            self.validate(train_means)
+        elif name == "ckpt":
+            self.save("last.pt")
+        else:
+            self.emit("on_images")
+        self.event_cost[name] = time.monotonic() - start
+
     def run_epoch(self, signals: list[str]) -> tuple[str | None, dict[str, float]]:
         """Train until the epoch ends, an event counted in steps or seconds falls due, or a stop
-        condition holds; (stop reason, mean train losses of these steps).
-
-        Losses are summed on the device and read once per ``log_every`` steps (one sync), and
-        at the epoch's end or a stop, so no step goes unlogged.
-        """
+        condition holds; (stop reason, mean train losses of these steps)."""
         progress, batches = self.progress, self.batches
-        sums: dict[str, torch.Tensor] = {}
-        losses: list[torch.Tensor] = []  # this window's per-step losses: which step went non-finite
-        window, window_images, window_clock = 0, 0, time.monotonic()
-        epoch_sums: dict[str, float] = {}
-        epoch_steps, stop = 0, None
+        window, stop = LossWindow(), None
+        epoch: dict[str, float] = {}  # the windows' mean losses times their steps
+        epoch_steps = 0
         self.emit("on_epoch_begin")
         try:  # an error mid-epoch closes the epoch's progress bar before it is reported
             for x, y in batches:
@@ -183,34 +227,35 @@ class Trainer:
                 if out is None:
                     where = self.where(0)
                     log.warning("step %d (%s): non-finite loss, step skipped (trainer.skip_nonfinite=true)", progress.step, where)
-                else:
-                    for name, value in out.items():
-                        sums[name] = sums.get(name, 0) + value
-                    losses.append(out["loss"])
-                    window += 1
-                window_images += len(x)
+                window.add(out, len(x))
                 self.watch.update(progress)
                 stop = self.stop_reason(signals)
                 pause = stop is None and bool(self.due(epoch_done=False))
-                self.emit("on_step")
-                if window and (window == self.schedule.log_every or batches.position >= len(batches.images) or stop or pause):
-                    totals = distributed.sum_tensors(list(sums.values()))
-                    means = {name: float(total) / (window * self.world) for name, total in zip(sums, totals)}
-                    if not math.isfinite(means["loss"]):
-                        self.non_finite(losses, means)
-                    now = time.monotonic()
-                    self.images_per_s = window_images * self.world / max(now - window_clock, 1e-9)
-                    for name, value in means.items():
-                        epoch_sums[name] = epoch_sums.get(name, 0.0) + value * window
-                    lr = self.step.optimizer.param_groups[0]["lr"]
-                    self.emit("on_scalars", "train", {**means, "lr": lr, "images_per_s": self.images_per_s})
-                    epoch_steps += window
-                    sums, losses, window, window_images, window_clock = {}, [], 0, 0, now
+                with self.aside():
+                    self.emit("on_step")
+                    ends = window.steps == self.schedule.log_every or batches.position >= len(batches.images) or stop or pause
+                    if window.steps and ends:
+                        for name, value in self.log_window(window).items():
+                            epoch[name] = epoch.get(name, 0.0) + value * window.steps
+                        epoch_steps += window.steps
+                        window = LossWindow()
                 if stop or pause:
                     break
         finally:
             self.emit("on_epoch_end")
-        return stop, {k: v / max(epoch_steps, 1) for k, v in epoch_sums.items()}
+        return stop, {name: value / max(epoch_steps, 1) for name, value in epoch.items()}
+
+    def log_window(self, window: LossWindow) -> dict[str, float]:
+        """Publish the window's mean losses (read from the device once, summed over the ranks);
+        stop on a non-finite one."""
+        totals = distributed.sum_tensors(list(window.sums.values()))
+        means = {name: float(total) / (window.steps * self.world) for name, total in zip(window.sums, totals)}
+        if not math.isfinite(means["loss"]):
+            self.non_finite(window.losses, means)
+        self.images_per_s = window.images * self.world / max(time.monotonic() - window.start, 1e-9)
+        lr = self.step.optimizer.param_groups[0]["lr"]
+        self.emit("on_scalars", "train", {**means, "lr": lr, "images_per_s": self.images_per_s})
+        return means
 
     def where(self, back: int) -> str:
         """Epoch and batch of the step ``back`` steps before the one just taken."""
@@ -254,6 +299,7 @@ class Trainer:
         progress, schedule = self.progress, self.schedule
         self.watch = Stopwatch(progress)
         self.last_event = dict.fromkeys(self.EVENTS, self.spent())  # when each event last happened, on the budget's clock
+        self.event_cost = dict.fromkeys(self.EVENTS, 0.0)  # wall seconds each took last time
         self.emit("on_train_begin")
         # a resumed run whose budget is already spent only finishes: it tests best.pt, no extra step
         stop, train_means = (self.stop_reason([]) if progress.step else None), {}
@@ -271,12 +317,10 @@ class Trainer:
                     )
                 finishing = stop is not None or progress.epoch >= schedule.epochs
                 due = self.EVENTS if finishing else self.due(epoch_done)
-                if "val" in due:
-                    self.validate(train_means)
-                if "ckpt" in due:
-                    self.save("last.pt")
-                if "sample" in due:
-                    self.emit("on_images")
+                with self.aside():
+                    for name in due:
+                        self.run_event(name, train_means)
+                self.watch.update(progress)  # the run's time includes what the events took
                 self.last_event.update(dict.fromkeys(due, self.spent()))
         if stop:
             log.info("stopped early (%s) after %d steps, %.0fs", stop, progress.step, progress.elapsed)

@@ -57,15 +57,24 @@ class Report(Hook):
             steps=progress.step,
             stopped=stop,
             wall_time_s=round(progress.elapsed, 1),
+            outside_steps_s=round(progress.outside, 2),
+            outside_steps_share=round(progress.outside / max(progress.elapsed, 1e-9), 4),
             cpu_time_s=round(progress.cpu_seconds, 1),
             train_images_per_s=round(progress.step * trainer.batches.batch_size / max(progress.elapsed, 1e-9), 1),
             peak_memory_mb=peak_memory_mb(self.device),
+            precision=str(trainer.step.precision),
             best_epoch=progress.best_epoch,
             skipped_steps=progress.skipped,
             best_val_loss=progress.best_val,
             train_loss=train_means.get("loss"),
         )
         best = self.run_dir / "best.pt"
+        log.info(
+            "outside the optimizer steps (validation, checkpoints, image grids, logs): %.1fs, %.1f%% of %.0fs of training",
+            progress.outside,
+            100 * record.outside_steps_share,
+            progress.elapsed,
+        )
         record.error = failure(progress, best)
         if record.error:
             self.write(record)

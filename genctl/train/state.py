@@ -33,6 +33,7 @@ class Progress:
     best_val: float = math.inf
     best_epoch: int = 0
     skipped: int = 0  # steps with a non-finite loss, not applied (trainer.skip_nonfinite)
+    outside: float = 0.0  # wall-clock seconds of the training time spent outside the steps (validation, checkpoints, grids, logs)
 
 
 class Stopwatch:

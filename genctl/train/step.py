@@ -11,6 +11,7 @@ from genctl import distributed
 from genctl.losses import Loss
 from genctl.models import GenerativeModel
 from genctl.train.ema import EMA
+from genctl.train.precision import Precision
 from genctl.train.state import Progress
 
 
@@ -38,14 +39,15 @@ class TrainStep:
     scaler: torch.amp.GradScaler  # loss scaling for fp16; a pass-through when disabled
     parameters: list[nn.Parameter]
     grad_clip: float
-    autocast: torch.dtype | None  # the forward pass's mixed precision; None: float32
+    precision: Precision  # the forward pass's autocast (bf16/fp16) or float32, and why (trainer.precision=auto)
     device_type: str
     skip_nonfinite: bool  # a loss that is NaN/inf on any rank is not applied (one device sync per step)
     ema: EMA | None = None  # the moving average of the weights, updated after every applied step
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None, progress: Progress) -> dict[str, torch.Tensor] | None:
         """The step's losses (detached, still on the device), or None when it was skipped."""
-        with torch.autocast(self.device_type, self.autocast, enabled=self.autocast is not None):
+        autocast = self.precision.autocast
+        with torch.autocast(self.device_type, autocast, enabled=autocast is not None):
             out = self.loss_step(x, progress.step, y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out["loss"]).backward()
