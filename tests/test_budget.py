@@ -11,8 +11,9 @@ import pytest
 
 import genctl.train.loop
 import genctl.train.state
+from genctl.runs.checkpoint import load_checkpoint
 from genctl.train.state import Progress, Stopwatch
-from tests.conftest import TINY
+from tests.conftest import TINY, one_line_error
 
 # three epochs of 2,000 digits at batch 256: 24 steps unless the budget stops the run
 RUN = [*TINY, "trainer.epochs=3", "trainer.max_time=1", "trainer.test_at_end=false"]
@@ -64,3 +65,19 @@ def test_the_time_outside_the_steps_is_recorded(cli, tmp_path, monkeypatch):
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.9 <= metrics["outside_steps_s"] < metrics["wall_time_s"]
     assert metrics["outside_steps_share"] == pytest.approx(metrics["outside_steps_s"] / metrics["wall_time_s"], rel=0.1)
+
+
+def test_best_pt_is_kept_as_it_stands_at_each_mark(cli, tmp_path, cpu_minute_per_read):
+    """trainer.keep_best_at: one run gives the checkpoints of an NLL-against-compute curve. With a CPU
+    clock that advances a minute per read, marks at 1 and 3 minutes fall within the first steps;
+    each is validated first, and the copy is a loadable best.pt of that moment."""
+    run = tmp_path / "run"
+    marks = "trainer.keep_best_at=[1,3,1000]"
+    code, _, err = cli("train", *TINY, "trainer.clock=cpu", "trainer.epochs=2", marks, f"hydra.run.dir={run}")
+    assert code == 0, err
+    kept = sorted(p.name for p in run.glob("best@*"))
+    assert kept == ["best@1min.pt", "best@3min.pt"]  # the 1000-minute mark was never reached
+    early, final = load_checkpoint(run / "best@1min.pt"), load_checkpoint(run / "best.pt")
+    assert early["progress"]["step"] < final["progress"]["step"]
+    code, _, err = cli("train", *TINY, "trainer.keep_best_at=[2,1]", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert "keep_best_at is minutes of training, each > 0 and increasing" in one_line_error(code, err)

@@ -162,6 +162,8 @@ def _clear(folder: Path) -> None:
         (folder / ".hydra" / name).unlink(missing_ok=True)
     for events in (folder / "tb").glob("events.out.tfevents.*"):
         events.unlink()
+    for kept in folder.glob("best@*min.pt"):  # trainer.keep_best_at's checkpoints
+        kept.unlink()
 
 
 def refuse_planted_links(folder: Path, output_subdir: str | None = ".hydra") -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(state, f), "checkpoint")
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # one writer per run folder: these are dead
         stale.unlink(missing_ok=True)
+
+
+def copy_checkpoint(source: Path, path: Path) -> None:
+    """``source`` (a checkpoint this run wrote) as it is now, under a second name, written as
+    :func:`save_checkpoint` writes: a reader never sees half of it."""
+    with open(source, "rb") as f:
+        atomic_write(path, lambda out: shutil.copyfileobj(f, out), "checkpoint")
 
 
 def is_export(folder: Path) -> bool:

@@ -66,6 +66,7 @@ class TrainerOptions:
     skip_nonfinite: bool
     compile: bool
     ema: float | None
+    keep_best_at: list[float]  # minutes on trainer.clock
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every", "val_batch_size"):
@@ -86,6 +87,8 @@ class TrainerOptions:
                 raise ValueError(f"{name}: {e}") from e
         if self.max_time is not None and not self.max_time > 0:
             raise ValueError(f"max_time is in minutes and must be > 0, got {self.max_time}")
+        if list(self.keep_best_at) != sorted(set(self.keep_best_at)) or any(not m > 0 for m in self.keep_best_at):
+            raise ValueError(f"keep_best_at is minutes of training, each > 0 and increasing, got {list(self.keep_best_at)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
 
@@ -173,6 +176,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
         max_steps=opts.max_steps,
         max_seconds=opts.max_time * 60 if opts.max_time else None,
         clock=opts.clock,
+        marks=tuple(60 * m for m in opts.keep_best_at),
     )
     meta = {"config": OmegaConf.to_container(cfg, resolve=True), "data_shape": list(data.shape), "binary": data.binary}
     if hooks is None:

@@ -26,7 +26,7 @@ from genctl.data import Batches
 from genctl.errors import GenctlError
 from genctl.losses import Loss
 from genctl.models import GenerativeModel
-from genctl.runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from genctl.runs.checkpoint import copy_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from genctl.train.cadence import Every
 from genctl.train.hooks import Hook
 from genctl.train.optim import LRSchedule
@@ -95,6 +95,7 @@ class Schedule:
     max_steps: int | None
     max_seconds: float | None
     clock: str  # what max_seconds counts: "wall" or "cpu" (trainer.clock)
+    marks: tuple[float, ...] = ()  # seconds on that clock where best.pt is kept as best@<minutes>min.pt
 
 
 class Trainer:
@@ -103,7 +104,7 @@ class Trainer:
     the model); ``hooks`` show and write what happens (rank 0 only)."""
 
     STOPS = (None, "max_steps", "max_time", "interrupted")
-    EVENTS = ("val", "ckpt", "sample")  # in the order they happen when due together
+    EVENTS = ("val", "ckpt", "sample", "mark")  # in the order they happen when due together
 
     def __init__(
         self,
@@ -197,19 +198,30 @@ class Trainer:
             share = (outside + cost) / max(progress.elapsed + cost, 1e-9)
             due.append(every.due(progress.epoch, progress.step, now - self.last_event[name], epoch_done, share))
             outside += cost if due[-1] else 0.0
-        if any(e.unit == "seconds" or (e.timed and epoch_done) for e in cadences):
+        due.append(self.mark_reached())
+        due[0] = due[0] or due[-1]  # a mark keeps the best weights validated up to it
+        if self.marks or any(e.unit == "seconds" or (e.timed and epoch_done) for e in cadences):
             due = distributed.any_flags(due)
         return [name for name, is_due in zip(self.EVENTS, due) if is_due]
 
+    def mark_reached(self) -> bool:
+        return bool(self.marks) and self.spent() >= self.marks[0]
+
     def run_event(self, name: str, train_means: dict[str, float]) -> None:
-        """Validate, save last.pt or draw the image grids, timing it for the cadences by share."""
+        """Validate, save last.pt, draw the image grids or keep best.pt at a mark, timing it for the
+        cadences by share."""
         start = time.monotonic()
         if name == "val":
             self.validate(train_means)
         elif name == "ckpt":
             self.save("last.pt")
-        else:
+        elif name == "sample":
             self.emit("on_images")
+        while self.mark_reached():  # the best-so-far checkpoint as it stands at each mark passed
+            minutes = self.marks.pop(0) / 60
+            best = self.run_dir / "best.pt"
+            if self.rank == 0 and best.is_file():
+                copy_checkpoint(best, self.run_dir / f"best@{minutes:g}min.pt")
         self.event_cost[name] = time.monotonic() - start
 
     def run_epoch(self, signals: list[str]) -> tuple[str | None, dict[str, float]]:
@@ -300,6 +312,7 @@ class Trainer:
         self.watch = Stopwatch(progress)
         self.last_event = dict.fromkeys(self.EVENTS, self.spent())  # when each event last happened, on the budget's clock
         self.event_cost = dict.fromkeys(self.EVENTS, 0.0)  # wall seconds each took last time
+        self.marks = [m for m in schedule.marks if m > self.spent()]  # trainer.keep_best_at still ahead
         self.emit("on_train_begin")
         # a resumed run whose budget is already spent only finishes: it tests best.pt, no extra step
         stop, train_means = (self.stop_reason([]) if progress.step else None), {}

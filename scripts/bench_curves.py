@@ -1,0 +1,144 @@
+"""Test NLL against compute: one training run per Table 1 row, best.pt kept at CPU-minute marks.
+
+Each row is `genctl train experiment=ROW dataset.root=DATA trainer.max_time=BUDGET
+trainer.keep_best_at=[MARKS]` (the row's saved recipe, its protocol and its cosine schedule
+stretched to the budget, so the schedule ends where the budget does), one run for every mark: the
+loop validates at each mark and keeps best.pt as it stands there as best@<m>min.pt. Each kept
+checkpoint is then scored on the official 10,000 test digits with `genctl eval`, by the row's
+estimator (exact for the autoregressive rows, IWAE with the recipe's eval.k for the latent ones),
+and filed in the run's metrics.json as test@best@<m>min.pt.
+
+The rows of LONG (the issue's 60-minute rows) train for --long CPU minutes, the others for
+--short. Budgets are CPU minutes of the training process (trainer.clock=cpu, about half as many
+wall minutes on 2 idle cores): run nothing else meanwhile, torch's threads spin while they wait.
+
+Prints the table (NLL in nats at each mark beside the paper's number), writes JSON and Markdown
+(default bench_out/curves/) and the figure (every row's curve, CPU minutes on a log axis, the
+paper's number as a marker); --results DIR writes the figure to DIR/results/curves.png and the
+table to DIR/results/curves.md. --reuse keeps runs and evaluations that are already there.
+Usage: python scripts/bench_curves.py --data DIR [--rows mnist_made,...] [--long 60] [--short 10] [--reuse] [--results docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from genctl.runs.record import FILENAME, RunRecord, evaluation_name
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_models import NO_PAPER, PAPER, REPO, TABLES  # noqa: E402 - the rows and their papers, once
+
+MARKS = (2.5, 5, 10, 20, 40, 60)  # CPU minutes
+LONG = ("mnist_fvsbn", "mnist_nade", "mnist_made", "mnist_pixelcnn", "mnist_vae_mlp", "mnist_hvae")
+
+
+def genctl(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "genctl", *args], check=True, cwd=REPO)
+
+
+def curve(row: str, data: Path, budget: float, out: Path, reuse: bool) -> dict:
+    """Train ``row`` once for ``budget`` CPU minutes keeping best.pt at each mark, and score every mark."""
+    run = out / row
+    marks = [m for m in MARKS if m <= budget]
+    if not (reuse and (run / FILENAME).exists()):
+        args = [f"experiment={row}", f"dataset.root={data}", f"trainer.max_time={budget:g}"]
+        args += [f"trainer.keep_best_at=[{','.join(f'{m:g}' for m in marks)}]", f"hydra.run.dir={run}", "overwrite=true"]
+        genctl("train", *args)
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    points = []
+    for m in marks:
+        kept = run / f"best@{m:g}min.pt"
+        if not kept.is_file():
+            continue  # the run stopped before the mark (its budget, or no best.pt yet)
+        name = evaluation_name("test", kept.name)
+        if not (reuse and name in RunRecord.read(run).evaluations):
+            genctl("eval", f"ckpt={kept}", f"dataset.root={data}", f"eval.k={cfg.eval.k}", f"eval.compile={cfg.eval.compile}")
+        nll = RunRecord.read(run).best_nll(name)
+        points.append({"cpu_min": m, "nll_nats": nll.nats, "estimator": nll.estimator})
+    record = RunRecord.read(run)
+    paper = PAPER.get(row)
+    return {
+        "row": row,
+        "budget_cpu_min": budget,
+        "protocol": record.protocol,
+        "steps": record.steps,
+        "precision": record.precision,
+        "outside_steps_share": record.outside_steps_share,
+        "points": points,
+        "paper_nats": paper[0] if paper else None,
+        "paper": paper[1] if paper else NO_PAPER.get(row, ""),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = ["row", *(f"{m:g} min" for m in MARKS), "paper", "estimator", "protocol"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        at = {p["cpu_min"]: p["nll_nats"] for p in r["points"]}
+        cells = [f"{at[m]:.2f}" if m in at else "" for m in MARKS]
+        paper = f"{r['paper_nats']:.2f}" if r["paper_nats"] is not None else "-"
+        estimator = r["points"][-1]["estimator"] if r["points"] else ""
+        lines.append("| " + " | ".join([r["row"], *cells, paper, estimator, r["protocol"] or ""]) + " |")
+    return "\n".join(lines)
+
+
+def figure(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for r in rows:
+        if not r["points"]:
+            continue
+        xs, ys = [p["cpu_min"] for p in r["points"]], [p["nll_nats"] for p in r["points"]]
+        (line,) = ax.plot(xs, ys, marker="o", label=r["row"].removeprefix("mnist_"))
+        if r["paper_nats"] is not None:
+            ax.plot([xs[-1] * 1.6], [r["paper_nats"]], marker="*", markersize=12, color=line.get_color(), linestyle="none")
+    ax.set_xscale("log")
+    ax.set_xticks(MARKS, [f"{m:g}" for m in MARKS])
+    ax.set_xlabel("CPU minutes of training (2 cores)")
+    ax.set_ylabel("test NLL, nats (binarized MNIST, official 10,000 test digits)")
+    ax.set_title("NLL of the best-so-far checkpoint against compute; stars: the papers' numbers")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="folder holding MNIST/ (torchvision's layout)")
+    p.add_argument("--rows", default=",".join(r for r in TABLES["mnist"] if r != "mnist_hvae_1group"))
+    p.add_argument("--long", type=float, default=60.0, help="CPU minutes of the rows in LONG")
+    p.add_argument("--short", type=float, default=10.0, help="CPU minutes of the other rows")
+    p.add_argument("--out", type=Path, default=REPO / "bench_out" / "curves")
+    p.add_argument("--reuse", action="store_true", help="keep runs and evaluations already in --out")
+    p.add_argument("--results", type=Path, default=None, help="also write DIR/results/curves.png and curves.md")
+    a = p.parse_args()
+    rows = []
+    for row in a.rows.split(","):
+        rows.append(curve(row, a.data.resolve(), a.long if row in LONG else a.short, a.out, a.reuse))
+        print(table(rows[-1:]), flush=True)
+    text = table(rows)
+    print("\n" + text)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "curves.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (a.out / "curves.md").write_text(text + "\n")
+    figure(rows, a.out / "curves.png")
+    if a.results:
+        figure(rows, a.results / "results" / "curves.png")
+        (a.results / "results" / "curves.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
