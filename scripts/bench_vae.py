@@ -97,7 +97,7 @@ def genctl_run(row: str, args: list[str], out: Path, k: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist-9k1k"))
+    p.add_argument("--data", required=True, help="a folder holding MNIST/ in torchvision's layout (e.g. the 9k/1k re-split)")
     p.add_argument("--rows", default="reference,genctl-mlp,default")
     p.add_argument("--k", type=int, default=500)
     p.add_argument("--max-time", type=float, default=10.0, help="minutes for the default row")

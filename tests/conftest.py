@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,7 +14,20 @@ from genctl.cli.main import main
 from genctl.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The real data for the tests that need it: a folder holding MNIST/, FashionMNIST/ and mnist-9k1k/ in
+# torchvision's layout (.ci/run sets it); those tests skip, saying so, where it is not set.
+TEST_DATA_VARIABLE = "GENCTL_TEST_DATA"
+TEST_DATA = Path(os.environ[TEST_DATA_VARIABLE]) if os.environ.get(TEST_DATA_VARIABLE) else None
+
+
+def real_data(sub: str) -> Path:
+    """``$GENCTL_TEST_DATA/sub``, or a skip that says what to set."""
+    if TEST_DATA is None:
+        pytest.skip(f"{TEST_DATA_VARIABLE} is not set: point it at a folder holding {sub} (torchvision's layout)")
+    if not (TEST_DATA / sub).is_dir():
+        pytest.skip(f"{TEST_DATA_VARIABLE}={TEST_DATA} does not hold {sub}")
+    return TEST_DATA
+
 
 # A run of a second or two (configs/debug/tiny.yaml: one epoch of a tiny MLP model=vae or model=ae).
 TINY = ["debug=tiny"]
@@ -65,7 +79,5 @@ def digits():
 
 @pytest.fixture
 def mnist_9k1k() -> Path:
-    root = SHARED_DATA / "mnist-9k1k"
-    if not root.is_dir():
-        pytest.skip(f"{root} is not there (the real-digit split lives in ../shared/data)")
-    return root
+    """The 9,000 / 1,000 re-split of the official test digits (real digits, a small set)."""
+    return real_data("mnist-9k1k") / "mnist-9k1k"

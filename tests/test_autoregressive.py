@@ -3,6 +3,7 @@ sampling that follows them, and the fast (cropped) sampler equal to the full one
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -187,10 +188,15 @@ def test_made_rebuilds_its_cached_masks_when_other_degrees_are_loaded():
 def test_made_masks_built_while_evaluating_serve_the_next_training_step():
     model = build_model(OmegaConf.create({"name": "made", **TINY_AR["made"]}), (1, 4, 4), True)
     x = torch.bernoulli(torch.full((5, 1, 4, 4), 0.5))
+    fresh = copy.deepcopy(model)
     with torch.inference_mode():  # validation fills the cache first, as after a resume
         model.eval().log_prob(x)
-    for _ in range(model.num_masks):
+    for _ in range(model.num_masks):  # each mask set once: the cached ones carry gradients as fresh ones do
         model.train().log_prob(x).sum().backward()
+        fresh.train().log_prob(x).sum().backward()
+    for (name, p), q in zip(model.named_parameters(), fresh.parameters()):
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0)
 
 
 def test_made_completes_from_the_conditional_of_its_evaluation_mixture():

@@ -37,11 +37,13 @@ def test_the_budget_is_counted_on_the_named_clock(cli, tmp_path, cpu_minute_per_
     assert metrics["cpu_time_s"] >= 60 and metrics["wall_time_s"] < 60
 
 
-def test_the_stopwatch_continues_what_a_resumed_run_had_spent(cpu_minute_per_read):
+def test_the_stopwatch_continues_what_a_resumed_run_had_spent(cpu_minute_per_read, monkeypatch):
+    wall = iter([100.0, 103.0])  # the wall clock when the watch starts, and when it is read
+    monkeypatch.setattr(genctl.train.state.time, "monotonic", lambda: next(wall))
     progress = Progress(elapsed=5.0, cpu_seconds=7.0)
     watch = Stopwatch(progress)
     watch.update(progress)
-    assert progress.elapsed >= 5.0 and progress.cpu_seconds == 67.0
+    assert progress.elapsed == 8.0 and progress.cpu_seconds == 67.0  # 5 s before + 3 s; 7 s + one minute
 
 
 def test_an_unknown_clock_is_refused(cli, tmp_path):

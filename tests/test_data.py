@@ -16,7 +16,7 @@ from PIL import Image
 from genctl.data import Batches, load_dataset
 from genctl.data.idx import read_idx
 from genctl.errors import GenctlError
-from tests.conftest import SHARED_DATA, TINY, one_line_error
+from tests.conftest import TINY, one_line_error, real_data
 
 
 def write_idx(path, array: np.ndarray, gz: bool) -> None:
@@ -131,9 +131,7 @@ def test_embedded_digits_are_balanced_official_train_and_test_digits():
     assert (len(data.train), len(data.test)) == (2000, 500)
     assert torch.bincount(data.labels["train"]).tolist() == [200] * 10
     assert torch.bincount(data.labels["test"]).tolist() == [50] * 10
-    raw = SHARED_DATA / "MNIST" / "raw"
-    if not raw.is_dir():
-        pytest.skip("the official MNIST files are not beside the repository")
+    raw = real_data("MNIST") / "MNIST" / "raw"
     for split, prefix, embedded in (("train", "train", data.train), ("test", "t10k", data.test)):
         official = {bytes(row) for row in read_idx(raw / f"{prefix}-images-idx3-ubyte.gz").reshape(-1, 784)}
         assert all(bytes(row) in official for row in embedded.reshape(-1, 784).numpy()), split
@@ -261,9 +259,8 @@ def protocol(name: str, **overrides: object):
 
     from genctl.config import config_dir
 
-    if not (SHARED_DATA / "MNIST").is_dir():
-        pytest.skip(f"{SHARED_DATA} does not hold the official MNIST files")
-    args = [f"dataset={name}", f"dataset.root={SHARED_DATA}", *(f"dataset.{k}={v}" for k, v in overrides.items())]
+    root = real_data("FashionMNIST" if name.startswith("fashion") else "MNIST")
+    args = [f"dataset={name}", f"dataset.root={root}", *(f"dataset.{k}={v}" for k, v in overrides.items())]
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         return load_dataset(compose("train", args).dataset)
 
@@ -287,8 +284,6 @@ def test_dynamic_mnist_is_the_vae_papers_protocol():
 
 
 def test_fashion_mnist_is_8bit_by_default():
-    if not (SHARED_DATA / "FashionMNIST").is_dir():
-        pytest.skip("no Fashion-MNIST files")
     data = protocol("fashion_mnist")
     assert (len(data.train), len(data.val), len(data.test)) == (59_000, 1_000, 10_000)
     assert not data.binary and len(data.fixed("test").unique()) > 200

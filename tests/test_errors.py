@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from genctl.config import config_dir, group_choices, hydra_version_base
 from genctl.errors import GenctlError
-from tests.conftest import TINY, one_line_error
+from tests.conftest import TINY, one_line_error, real_data
 
 GENCTL = Path(__file__).resolve().parents[1] / "genctl"
 
@@ -150,10 +150,16 @@ def test_genctl_data_sets_the_root_of_file_backed_datasets(monkeypatch, tmp_path
 
 def test_a_missing_dataset_says_where_it_looked_and_how_to_fix_it(cli, monkeypatch, tmp_path):
     monkeypatch.setenv("GENCTL_DATA", str(tmp_path / "store"))
-    code, _, err = cli("train", "dataset=mnist", f"hydra.run.dir={tmp_path / 'run'}")
+    args = ["dataset=mnist", "trainer.max_steps=1", "trainer.test_at_end=false", *TINY]
+    code, _, err = cli("train", *args, f"hydra.run.dir={tmp_path / 'run'}")
     line = one_line_error(code, err)
     assert str(tmp_path / "store" / "MNIST" / "raw" / "train-images-idx3-ubyte") in line
     assert "GENCTL_DATA=DIR or dataset.root=DIR" in line
+    assert not (tmp_path / "run" / "last.pt").exists()
+    monkeypatch.setenv("GENCTL_DATA", str(real_data("MNIST")))  # the fix the line gives: the same command trains
+    code, _, err = cli("train", *args, f"hydra.run.dir={tmp_path / 'fixed'}")
+    assert code == 0, err
+    assert (tmp_path / "fixed" / "last.pt").is_file()
 
 
 def test_help_names_genctl_data_and_no_local_folder(cli):

@@ -100,7 +100,9 @@ def test_8bit_colour_images_train_and_sample():
     x = torch.randint(0, 256, (4, 3, 8, 8)).float() / 255
     out = ELBO(1.0, 0, False)(model, x, 0)
     out["loss"].backward()
-    assert math.isfinite(out["loss"].item()) and out["recon"] > 0
+    assert math.isfinite(out["loss"].item())
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
     assert 0 < out["nelbo"] / (3 * 64 * math.log(256)) < 3  # in the range of a uniform model's 8 bits/dim
     with torch.no_grad():
         images = model.eval().sample(2)

@@ -14,7 +14,7 @@ from genctl.errors import GenctlError
 from genctl.eval.features import feature_extractor
 from genctl.eval.quality import calibration, draw, fid, precision_recall, quality, sample_quality
 from genctl.models.base import build_model
-from tests.conftest import SHARED_DATA, TINY, one_line_error
+from tests.conftest import TINY, one_line_error, real_data
 
 TINY_VAE = {"name": "vae", "arch": "mlp", "hidden": [32], "latent_dim": 4, "channels": [], "activation": "elu"}
 TINY_VAE |= {"downsample": "stride", "observation": "logistic", "mixtures": 1, "obs_sigma": 0.1}
@@ -40,9 +40,8 @@ def test_the_packaged_mnist_classifier_reads_real_digits_grey_and_binarized():
 
 
 def test_the_packaged_fashion_classifier_reads_real_clothes():
-    if not (SHARED_DATA / "FashionMNIST").is_dir():
-        pytest.skip(f"{SHARED_DATA} does not hold Fashion-MNIST")
-    cfg = {"name": "fashion_mnist", "root": str(SHARED_DATA), "binarize": "none", "val_size": 0, "split_seed": 0}
+    root = real_data("FashionMNIST")
+    cfg = {"name": "fashion_mnist", "root": str(root), "binarize": "none", "val_size": 0, "split_seed": 0}
     data = load_dataset(OmegaConf.create(cfg))
     x, labels = data.fixed("test")[:1000], data.labels["test"][:1000]
     assert accuracy("fashion_mnist", x, labels) > 0.85
@@ -98,11 +97,10 @@ def test_sample_quality_repeats_for_a_seed():
 
 
 def test_calibration_floor_is_far_below_an_untrained_models_ceiling():
-    if not (SHARED_DATA / "MNIST").is_dir():
-        pytest.skip(f"{SHARED_DATA} does not hold the official MNIST files")
+    root = real_data("MNIST")
     torch.manual_seed(0)
     model = build_model(OmegaConf.create(TINY_VAE), (1, 28, 28), binary=True)
-    dataset = {"name": "mnist", "root": str(SHARED_DATA), "binarize": "static", "val_size": 1000, "split_seed": 0}
+    dataset = {"name": "mnist", "root": str(root), "binarize": "static", "val_size": 1000, "split_seed": 0}
     ends = calibration(OmegaConf.create(dataset), model, n=300, seed=0)
     assert ends["floor"]["n_real"] == ends["ceiling"]["n_fake"] == 300
     assert ends["floor"]["fid_clf"] * 20 < ends["ceiling"]["fid_clf"]

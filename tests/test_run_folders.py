@@ -81,7 +81,12 @@ def test_a_folder_with_only_a_config_and_a_log_has_no_run_to_lose(tmp_path):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("{}")
     (tmp_path / "train.log").write_text("killed before its first validation")
-    claim_run_folder(_composed(f"hydra.run.dir={tmp_path}"), multirun=False)
+    before = files(tmp_path)
+    claim_run_folder(_composed(f"hydra.run.dir={tmp_path}"), multirun=False)  # no refusal: trained into
+    assert files(tmp_path) == before  # and nothing removed without overwrite=true
+    (tmp_path / "last.pt").write_bytes(b"a checkpoint")
+    with pytest.raises(GenctlError, match="already holds a run"):
+        claim_run_folder(_composed(f"hydra.run.dir={tmp_path}"), multirun=False)
 
 
 @pytest.mark.parametrize("restarts", ["TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT"])
