@@ -1,6 +1,6 @@
 """genctl: train, evaluate and sample deep generative models of images from the command line.
 
-From Python, ``genctl.load``, ``genctl.dataset`` and ``genctl.nll`` (:mod:`genctl.api`) open a run
+From Python, ``genctl.load``, ``genctl.dataset``, ``genctl.nll`` and ``genctl.encode`` (:mod:`genctl.api`) open a run
 or an export; they are imported on first use, so ``import genctl`` does not import torch.
 """
 
@@ -10,13 +10,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "dataset", "load", "nll"]
+__all__ = ["__version__", "dataset", "encode", "load", "nll"]
 
 if TYPE_CHECKING:
-    from genctl.api import dataset, load, nll
+    from genctl.api import dataset, encode, load, nll
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("dataset", "load", "nll"):
+    if name in ("dataset", "encode", "load", "nll"):
         return getattr(importlib.import_module("genctl.api"), name)
     raise AttributeError(f"module 'genctl' has no attribute '{name}'")

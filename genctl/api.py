@@ -7,6 +7,7 @@
     images = model.sample(16, temperature=0.8)
     data = genctl.dataset("runs/vae/2026-01-01_12-00-00-123456-a1b2")
     genctl.nll(model, data.fixed("test"), k=100)  # {"nll_iwae": {"nats": .., "bits_per_dim": .., "estimator": ..}, ..}
+    mean, logvar = genctl.encode(model, data.fixed("test"))  # posterior q(z|x) of every image, [N, D] each
 
 Everything goes through what the CLI uses: the checkpoint (or export) is opened by
 :mod:`genctl.runs.checkpoint`, which rebuilds the model through genctl's registry of names and
@@ -33,6 +34,7 @@ from genctl.config import build, config_dir
 from genctl.data import DataSplits, load_dataset
 from genctl.errors import GenctlError
 from genctl.eval.evaluate import EvalOptions, check_memory, evaluate
+from genctl.eval.latent import check_encodes, codes, latent_metrics
 from genctl.eval.report import describe
 from genctl.models import inputs
 from genctl.models.base import GenerativeModel, is_conditional
@@ -71,7 +73,8 @@ def nll(
 ) -> dict[str, Any]:
     """Mean test NLL of the images ``x`` as ``genctl eval`` files it in metrics.json: every estimate
     the model supports (exact; or negative ELBO, IWAE-k and KL; an autoencoder's MSE and PSNR),
-    each likelihood with its nats, bits/dim and estimator. ``k``, ``chunk``, ``batch_size``,
+    each likelihood with its nats, bits/dim and estimator; for a latent model, its active units and
+    KL per latent unit (:mod:`genctl.eval.latent`). ``k``, ``chunk``, ``batch_size``,
     ``seed`` and ``compile`` default to ``configs/eval/default.yaml``'s; the same values on the same images give
     ``genctl eval``'s numbers exactly (the order of images and batches decides the random draws).
     ``labels``: the classes of ``x``, which a class-conditional model needs (others ignore them).
@@ -79,19 +82,49 @@ def nll(
     ``x`` is checked first (:func:`genctl.models.inputs.images`): a tensor or numpy array [N, C, H, W]
     of the model's shape, floats in [0, 1] ({0, 1} for a binary model) or uint8 grey levels; data
     outside the model's support would give NaN or a meaningless number, and is one-line error instead."""
-    if not isinstance(model, GenerativeModel):
-        raise GenctlError(f"model is a {type(model).__name__}; pass a genctl model, e.g. genctl.load(path)")
+    model = _genctl_model(model)
     given = {"k": k, "chunk": chunk, "batch_size": batch_size, "seed": seed, "compile": compile}
     defaults = OmegaConf.load(config_dir() / "eval" / "default.yaml")
     options = {**defaults, **{name: value for name, value in given.items() if value is not None}}
     e = build("eval", EvalOptions, options)
     check_memory(e, model, prefix="")
     x = inputs.images(model, x)
-    if not is_conditional(model):
-        labels = None
-    elif labels is None:
-        raise GenctlError("this model is class-conditional: pass the images' labels (e.g. genctl.dataset(path).labels['test'])")
-    else:
-        labels = inputs.labels(model, labels, len(x))
+    labels = _labels_for(model, x, labels)
     means = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, labels=labels, compile=e.compile)
-    return describe(means, model, e.k)
+    return {**describe(means, model, e.k), **latent_metrics(model, x, e.batch_size, labels)}
+
+
+def encode(
+    model: GenerativeModel,
+    x: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | None = None,
+    *,
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every image's posterior q(z|x) as ``genctl encode`` writes it: (mean [N, D], log-variance
+    [N, D]) on the CPU, the top group's for a hierarchical VAE; an autoencoder's code and None.
+    ``batch_size`` defaults to ``configs/encode.yaml``'s; ``labels``: the classes of ``x``, which a
+    class-conditional model needs. ``x`` is checked as :func:`nll` checks it, and a model without a
+    latent space (autoregressive) is refused in one line."""
+    model = _genctl_model(model)
+    check_encodes(model, type(model).__name__, "its codes")
+    given = OmegaConf.load(config_dir() / "encode.yaml").batch_size if batch_size is None else batch_size
+    batch_size = inputs.count(model, given, "batch_size")
+    x = inputs.images(model, x)
+    return codes(model, x, batch_size, _labels_for(model, x, labels))
+
+
+def _genctl_model(model: Any) -> GenerativeModel:
+    """``model`` if it is one of genctl's, else a one-line refusal saying how to get one."""
+    if not isinstance(model, GenerativeModel):
+        raise GenctlError(f"model is a {type(model).__name__}; pass a genctl model, e.g. genctl.load(path)")
+    return model
+
+
+def _labels_for(model: GenerativeModel, x: torch.Tensor, labels: Any) -> torch.Tensor | None:
+    """The checked labels of ``x`` for a class-conditional ``model`` (required there), else None."""
+    if not is_conditional(model):
+        return None
+    if labels is None:
+        raise GenctlError("this model is class-conditional: pass the images' labels (e.g. genctl.dataset(path).labels['test'])")
+    return inputs.labels(model, labels, len(x))

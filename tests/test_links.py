@@ -42,6 +42,7 @@ RUN_NAMES = [
     "metrics.json",
     "samples.png",
     "reconstructions.png",
+    "latent_map.png",
     "samples",
     "tb",
 ]

@@ -2,8 +2,9 @@
 
 Every folder under the arguments that holds a ``metrics.json`` is a run (so a multirun sweep
 folder works as is). Prints one Markdown table (model, dataset, parameters, epochs, wall time,
-test NLL in nats, bits/dim, the estimator, samples/s; and where any run has them, the sample
-quality genctl eval eval.metrics=[fid] filed), writes it as ``compare.md`` and
+test NLL in nats, bits/dim, the estimator, samples/s; and where any run has them, its active
+latent units, the linear probe's accuracy genctl eval eval.metrics=[probe] filed and the sample
+quality eval.metrics=[fid] filed), writes it as ``compare.md`` and
 ``compare.csv``, and draws ``compare.png``: validation loss against wall time for each run
 (from its ``history.jsonl``) above a row of the runs' sample grids.
 
@@ -26,6 +27,12 @@ from genctl.runs.record import FILENAME, RunRecord
 # genctl eval eval.metrics=[fid] files these as sample_quality_test@<checkpoint> (genctl.eval.quality.quality_name)
 QUALITY = "sample_quality_test"
 QUALITY_COLUMNS = {"fid_clf": "fid_clf", "precision_clf": "precision_clf", "recall_clf": "recall_clf", "n_fake": "fid_samples"}
+# genctl eval eval.metrics=[probe] files this as probe_test@<checkpoint>
+PROBE = "probe_test"
+LATENT_NOTE = (
+    "au: active latent units (variance over test images of the posterior mean above 0.01, Burda et al. 2016) "
+    "of latent_units; probe_acc: test accuracy of a linear classifier fit to the train split's codes."
+)
 QUALITY_NOTE = (
     "fid_clf, precision_clf, recall_clf: FID and precision/recall (k=3) of fid_samples samples against the test split "
     "in the feature space of genctl's own classifier for the dataset, not Inception FIDs; compare them at equal fid_samples."
@@ -70,6 +77,12 @@ def compare_row(run: Path, label: str) -> dict[str, Any]:
         "estimator": nll.estimator if nll else "-",
         "samples_per_s": record.samples_per_s,
     }
+    test = record.evaluation()
+    if test is not None and "active_units" in test.metrics:
+        row.update(au=test.metrics["active_units"], latent_units=test.metrics.get("latent_units"))
+    probe = record.evaluation(PROBE)
+    if probe is not None:
+        row["probe_acc"] = probe.metrics.get("probe_accuracy")
     if quality is not None:
         row.update({column: quality.metrics.get(key) for key, column in QUALITY_COLUMNS.items()})
     return row
@@ -135,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in [*written, *([] if a.no_figure else [out / "compare.png"])]:
             check_writable(path, "the comparison", "pass --out DIR in a writable folder", out)
         table = markdown_table(rows)
+        if any("au" in row or "probe_acc" in row for row in rows):
+            table += "\n\n" + LATENT_NOTE
         if any("fid_clf" in row for row in rows):
             table += "\n\n" + QUALITY_NOTE
         print(table)

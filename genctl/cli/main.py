@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 SUBCOMMANDS = {
     "train": "train a model; writes a run folder (config, checkpoints, TensorBoard, samples, metrics.json)",
     "eval": "test NLL in nats and bits/dim (or MSE) of a checkpoint: genctl eval ckpt=RUN|PT|EXPORT",
-    "sample": "image grid from a checkpoint: genctl sample ckpt=RUN|PT|EXPORT n=64 [mode=reconstruct|interpolate]",
+    "sample": "image grid from a checkpoint: genctl sample ckpt=RUN|PT|EXPORT n=64 [mode=reconstruct|traverse|map|...]",
     "compare": "one table and figure of finished runs: genctl compare RUN_OR_SWEEP [...] [--out DIR]",
     "export": "weights (safetensors), config and model card, no pickle: genctl export ckpt=RUN [out=DIR]",
+    "encode": "latent codes (posterior means, log-variances, labels) as safetensors: genctl encode ckpt=RUN|EXPORT [split=test]",
 }
 GROUPS = ("model", "dataset", "optim", "loss", "trainer", "eval", "debug")
 

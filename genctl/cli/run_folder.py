@@ -61,7 +61,7 @@ NOT_REPLAYED = ("logger", "tracking", "hparams_search")
 # a log (a run stopped before its first validation) has nothing to lose, and is trained into.
 TRAINED = ("last.pt", "best.pt", "metrics.json", "history.jsonl")
 # What overwrite=true removes besides, by name (TensorBoard's event files in tb/ too).
-RUN_FILES = (*TRAINED, "train.log", "samples.png", "reconstructions.png")
+RUN_FILES = (*TRAINED, "train.log", "samples.png", "reconstructions.png", "latent_map.png")
 # Held by the training that writes into a run folder (hold_run_folder), removed when it ends.
 LOCK = ".genctl.lock"
 # Every name genctl and Hydra write in a run folder (besides Hydra's, in its output_subdir), and in a sweep folder.
@@ -162,6 +162,7 @@ def _clear(folder: Path) -> None:
         (folder / ".hydra" / name).unlink(missing_ok=True)
     for events in (folder / "tb").glob("events.out.tfevents.*"):
         events.unlink()
+    (folder / "tb" / "projector_config.pbtxt").unlink(missing_ok=True)  # lists the projector's earlier embeddings
     for kept in folder.glob("best@*min.pt"):  # trainer.keep_best_at's checkpoints
         kept.unlink()
 

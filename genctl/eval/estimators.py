@@ -22,20 +22,26 @@ import torch
 from genctl.models.base import ExactLikelihood, GenerativeModel, LatentLikelihood, Likelihood, Reconstructs
 from genctl.nn.functional import log_mean_exp
 
-LogWeights = Callable[[torch.Tensor, int, Any], torch.Tensor]  # LatentLikelihood.log_weights, or a compiled one
+LogWeights = Callable[[torch.Tensor, int, Any, Any], torch.Tensor]  # LatentLikelihood.log_weights, or a compiled one
 
 
 def iwae_log_likelihood(
-    model: LatentLikelihood, x: torch.Tensor, k: int, chunk: int, log_weights: LogWeights | None = None
+    model: LatentLikelihood,
+    x: torch.Tensor,
+    k: int,
+    chunk: int,
+    log_weights: LogWeights | None = None,
+    y: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """IWAE_k lower bound on log p(x) per image [B], from ``model.log_weights`` ([m, B] values of
     log p(x, z) - log q(z | x), z ~ q(z | x)) drawn ``chunk`` at a time, the encoder run once.
-    ``log_weights``: the same pass in another form (compiled: :func:`compiled_log_weights`)."""
+    ``log_weights``: the same pass in another form (compiled: :func:`compiled_log_weights`).
+    ``y``: class labels of a conditional model, whose bound is on log p(x | y)."""
     if k < 1 or chunk < 1:
         raise ValueError(f"k and chunk must be >= 1, got k={k}, chunk={chunk}")
     weights = log_weights or model.log_weights
-    encoding = model.encoding(x)
-    chunks = [weights(x, min(chunk, k - start), encoding) for start in range(0, k, chunk)]
+    encoding = model.encoding(x, y)
+    chunks = [weights(x, min(chunk, k - start), encoding, y) for start in range(0, k, chunk)]
     return log_mean_exp(torch.cat(chunks), dim=0)
 
 
@@ -58,16 +64,17 @@ def estimates(
 ) -> dict[str, torch.Tensor]:
     """Every estimate that applies to ``model``, one tensor [B] each: ``nll_exact``; ``nll_elbo``,
     ``nll_iwae`` (``k`` importance samples, ``chunk`` at a time, through ``log_weights`` where
-    given) and ``kl``; or ``mse`` and ``psnr``."""
+    given) and ``kl``; or ``mse`` and ``psnr``. ``y``: class labels of a conditional model, whose
+    numbers are then of p(x | y)."""
     out: dict[str, torch.Tensor] = {}
     if isinstance(model, ExactLikelihood):
         out["nll_exact"] = -model.log_prob(x, y)
     if isinstance(model, LatentLikelihood):
-        log_px_z, kl = model.elbo_terms(x)
+        log_px_z, kl = model.elbo_terms(x, y)
         kl = kl.sum(1)
-        iwae = iwae_log_likelihood(model, x, k, chunk, log_weights)
+        iwae = iwae_log_likelihood(model, x, k, chunk, log_weights, y)
         out.update(nll_elbo=kl - log_px_z, nll_iwae=-iwae, kl=kl)
     if isinstance(model, Reconstructs) and not isinstance(model, Likelihood):
-        out["mse"] = (model.reconstruct(x) - x).pow(2).flatten(1).mean(1)
+        out["mse"] = (model.reconstruct(x, y) - x).pow(2).flatten(1).mean(1)
         out["psnr"] = -10 * torch.log10(out["mse"].clamp_min(1e-10))  # dB, intensities in [0, 1]
     return out

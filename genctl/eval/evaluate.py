@@ -18,7 +18,8 @@ from genctl.models.base import GenerativeModel, LatentLikelihood
 from genctl.runtime import check_fits, check_seed
 
 BATCH_SEED_STRIDE = 1_000_003  # batch i of an evaluation seeded with s draws from seed s * stride + i
-METRICS = ("nll", "fid")  # what genctl eval can measure: likelihood, sample quality (genctl.eval.quality)
+# what genctl eval can measure: likelihood, sample quality (genctl.eval.quality), a linear probe of the codes (genctl.eval.latent)
+METRICS = ("nll", "fid", "probe")
 # Importance samples per image at most: the time of an IWAE evaluation grows linearly with k, and
 # 100,000 is 20 times the k=5000 that IWAE evaluations use (Burda et al. 2016).
 MAX_K = 100_000
@@ -36,6 +37,7 @@ class EvalOptions:
     metrics: list[str]
     num_samples: int
     compile: bool
+    probe_steps: int
 
     def __post_init__(self) -> None:
         for name in ("k", "chunk", "batch_size"):
@@ -49,8 +51,10 @@ class EvalOptions:
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
             raise ValueError(
-                f"metrics={list(self.metrics)} is not valid: choose one or more of {', '.join(METRICS)}, e.g. [nll,fid]"
+                f"metrics={list(self.metrics)} is not valid: choose one or more of {', '.join(METRICS)}, e.g. [nll,probe]"
             )
+        if self.probe_steps < 1:
+            raise ValueError(f"probe_steps must be >= 1, got {self.probe_steps}")
         if self.num_samples < 4:  # precision/recall need more points than the 3 neighbours that set a radius
             raise ValueError(f"num_samples must be >= 4, got {self.num_samples}")
         check_seed(self.seed)

@@ -51,7 +51,7 @@ class ELBO:
     def __call__(
         self, model: LatentLikelihood, x: torch.Tensor, step: int | None, y: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        log_px_z, kl = model.elbo_terms(x)
+        log_px_z, kl = model.elbo_terms(x, y)
         gamma = self.group_weights(kl, model.group_sizes().to(kl), step)
         recon, kl_groups = -log_px_z.mean(), kl.mean(0)
         kl_total = kl_groups.sum()

@@ -26,6 +26,6 @@ class IWAE:
     def __call__(
         self, model: LatentLikelihood, x: torch.Tensor, step: int | None, y: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        bound = log_mean_exp(model.log_weights(x, self.k), dim=0).mean()
+        bound = log_mean_exp(model.log_weights(x, self.k, y=y), dim=0).mean()
         loss = -bound if step is None else -bound + model.penalty()
         return {"loss": loss, "niwae": -bound}

@@ -15,5 +15,5 @@ class MSE:
     def __call__(
         self, model: Autoencoder, x: torch.Tensor, step: int | None, y: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        mse = (model.reconstruct(x) - x).pow(2).mean()
+        mse = (model.reconstruct(x, y) - x).pow(2).mean()
         return {"loss": mse, "mse": mse}

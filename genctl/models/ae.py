@@ -10,12 +10,12 @@ from typing import Literal
 
 import torch
 
-from genctl.models.base import MODELS, GenerativeModel, Reconstructs
+from genctl.models.base import MODELS, Encodes, GenerativeModel, Reconstructs
 from genctl.nn.nets import Architecture, Decoder, Encoder
 
 
 @MODELS.register("ae")
-class Autoencoder(GenerativeModel, Reconstructs):
+class Autoencoder(GenerativeModel, Reconstructs, Encodes):
     def __init__(
         self,
         data_shape: tuple[int, int, int],
@@ -33,8 +33,12 @@ class Autoencoder(GenerativeModel, Reconstructs):
         self.encoder = Encoder(self.data_shape, spec, latent_dim)
         self.decoder = Decoder(self.data_shape, spec, latent_dim, self.data_shape[0])
 
-    def code(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        """The code, with no variance: the encoder is deterministic."""
+        return self.encoder(x), None
+
+    def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(x)
 
-    def render(self, z: torch.Tensor) -> torch.Tensor:
+    def render(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return torch.sigmoid(self.decoder(z))

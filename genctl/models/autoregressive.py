@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import torch
 
-from genctl.models.base import Completes, ExactLikelihood, GenerativeModel, Sampler, is_conditional
+from genctl.models.base import Completes, ExactLikelihood, GenerativeModel, Sampler
 from genctl.nn.likelihoods import Bernoulli, Categorical
 
 
@@ -138,6 +138,4 @@ class AutoregressiveModel(GenerativeModel, ExactLikelihood, Sampler, Completes):
         return x
 
     def sample(self, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
-        if y is None and is_conditional(self):
-            y = torch.arange(n, device=self.device) % self.num_classes
         return self.complete(torch.zeros(n, *self.data_shape, device=self.device), 0, temperature, fast, y)

@@ -9,6 +9,8 @@ capability with ``isinstance``, so they never need to know which model they hold
   ELBO and the importance-weighted bound are made of (latent-variable models).
 - :class:`Sampler`: ``sample(n)``, draws from the model's distribution.
 - :class:`Reconstructs`: ``code(x)``, ``render(z)``, ``reconstruct(x)``: a latent space.
+- :class:`Encodes`: ``encode(x)``, each image's posterior (mean, log-variance), or its code and
+  None for a deterministic encoder: what ``genctl encode``, active units and the probe read.
 - :class:`Completes`: ``complete(x, known)``, the rest of partly known images.
 - :class:`ClassConditional`: labels ``y`` go with the images (``num_classes`` > 0).
 
@@ -77,18 +79,19 @@ class LatentLikelihood(Likelihood):
     """p(x) = integral of p(x | z) p(z) dz with an amortized posterior q(z | x)."""
 
     @abstractmethod
-    def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def elbo_terms(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p(x | z) for one reparametrized z ~ q(z | x), [B]; KL(q || p) per latent group,
-        [B, groups]) in nats: the ELBO is their difference, summed over groups."""
+        [B, groups]) in nats: the ELBO is their difference, summed over groups. ``y``: class
+        labels of conditional models, which condition every term (a bound on log p(x | y))."""
 
     @abstractmethod
-    def log_weights(self, x: torch.Tensor, k: int, encoding: Any = None) -> torch.Tensor:
+    def log_weights(self, x: torch.Tensor, k: int, encoding: Any = None, y: torch.Tensor | None = None) -> torch.Tensor:
         """[k, B] of log p(x, z_i) - log q(z_i | x) for k draws z_i ~ q(z | x). ``encoding`` is
         :meth:`encoding` of ``x`` when the caller draws several chunks of samples for one batch
-        (the estimators do), so the encoder runs once; None: compute it."""
+        (the estimators do), so the encoder runs once; None: compute it. ``y`` as in :meth:`elbo_terms`."""
 
-    def encoding(self, x: torch.Tensor) -> Any:
-        """What the posterior's encoder computes from ``x`` alone, for :meth:`log_weights`."""
+    def encoding(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
+        """What the posterior's encoder computes from ``x`` (and ``y``) alone, for :meth:`log_weights`."""
         return None
 
     def group_sizes(self) -> torch.Tensor:
@@ -126,24 +129,37 @@ def _checked_sample(sample: Callable[..., torch.Tensor]) -> Callable[..., torch.
     @functools.wraps(sample)
     def checked(self: Any, n: int, temperature: float = 1.0, fast: bool = True, y: torch.Tensor | None = None) -> torch.Tensor:
         n = inputs.count(self, n)
-        if y is not None and is_conditional(self):
-            y = inputs.labels(self, y, n, "y")
+        if is_conditional(self):
+            y = torch.arange(n, device=self.device) % self.num_classes if y is None else inputs.labels(self, y, n, "y")
         return sample(self, n, inputs.temperature(temperature), fast, y)
 
     return checked
 
 
 class Reconstructs(ABC):
+    """A latent space; a class-conditional model's codes and images also depend on labels ``y``
+    [B], which it needs in every method (the same code drawn as another class is another image)."""
+
     @abstractmethod
-    def code(self, x: torch.Tensor) -> torch.Tensor:
+    def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """A point in latent space per image [B, ...], for interpolation."""
 
     @abstractmethod
-    def render(self, z: torch.Tensor) -> torch.Tensor:
+    def render(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [0, 1] from latent points (the inverse direction of :meth:`code`)."""
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.render(self.code(x))
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.render(self.code(x, y), y)
+
+
+class Encodes(ABC):
+    """An amortized encoder whose per-image codes can be read out and measured (active units, a
+    linear probe): the quantities :mod:`genctl.eval.latent` computes from it need nothing else."""
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean [B, D], log-variance [B, D]) of q(z | x) (q(z | x, y) given a conditional model's
+        labels), the top group's for a hierarchy; a deterministic encoder gives its code and None."""
 
 
 class Completes(ABC):

@@ -203,15 +203,17 @@ class HVAE(LatentVariableModel):
         h = self.up[-1](h)  # the finest latent scale is half the input's
         return self.output(h), record
 
-    def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def elbo_terms(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         out, record = self.top_down(len(x), self.encoding(x))
         kl = torch.stack([gaussian_kl(q, p) for _, p, q in record], dim=1)
         return self.likelihood.log_prob(x, out), kl
 
-    def encoding(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def encoding(self, x: torch.Tensor, y: torch.Tensor | None = None) -> list[torch.Tensor]:
         return self.posterior_shares(self.bottom_up(x))
 
-    def log_weights(self, x: torch.Tensor, k: int, encoding: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def log_weights(
+        self, x: torch.Tensor, k: int, encoding: list[torch.Tensor] | None = None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         shares = self.encoding(x) if encoding is None else encoding
         xs = x.repeat(k, 1, 1, 1)  # sample-major: row i * B + b is image b's i-th sample
         out, record = self.top_down(len(xs), [share.repeat(k, 1, 1, 1) for share in shares])
@@ -252,12 +254,12 @@ class HVAE(LatentVariableModel):
         top = z.view(len(z), *self.group_shapes[0])
         return self.top_down(len(z), latents=[top] + [None] * (self.groups - 1), temperature=0.0)[0]
 
-    def code(self, x: torch.Tensor) -> torch.Tensor:
+    def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Every group's posterior mean (each given the means above it), flattened into one vector."""
         _, record = self.top_down(len(x), self.encoding(x), temperature=0.0)
         return torch.cat([z.flatten(1) for z, _, _ in record], 1)
 
-    def render(self, z: torch.Tensor) -> torch.Tensor:
+    def render(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.likelihood.mean(self.top_down(len(z), latents=self.split_latents(z))[0])
 
 

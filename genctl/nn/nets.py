@@ -83,20 +83,25 @@ class Architecture:
 
 
 class Encoder(nn.Module):
-    """Image [B, C, H, W] -> vector [B, out_dim]."""
+    """Image [B, C, H, W] -> vector [B, out_dim]. ``extra`` > 0: a vector [B, extra] (a one-hot
+    class) joins the image features where the dense layers begin, so it reaches every dense layer
+    of either architecture without widening the convolutions."""
 
-    def __init__(self, shape: tuple[int, int, int], spec: Architecture, out_dim: int) -> None:
+    def __init__(self, shape: tuple[int, int, int], spec: Architecture, out_dim: int, extra: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         if spec.arch == "conv":
             for c_in, c_out in zip([shape[0], *spec.channels], spec.channels):
                 layers += spec.down(c_in, c_out)
         c, h, w = spec.features(shape)
-        layers += [nn.Flatten(), mlp([c * h * w, *spec.hidden, out_dim], spec.activation)]
+        layers += [nn.Flatten(), mlp([c * h * w + extra, *spec.hidden, out_dim], spec.activation)]
         self.net = nn.Sequential(*layers).to(memory_format=CONV_FORMAT)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        if extra is None:
+            return self.net(x)
+        features = self.net[:-1](x)  # the convolutions and the flattening
+        return self.net[-1](torch.cat([features, extra.to(features.dtype)], 1))
 
 
 class Decoder(nn.Module):

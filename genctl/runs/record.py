@@ -51,14 +51,20 @@ class NLL:
 @dataclass
 class Evaluation:
     """Means over one split: each ``nll_*`` as ``{"nats", "bits_per_dim", "estimator"[, "note"]}``,
-    other numbers (``kl``, ``mse``) as they are; ``about`` names the data and the checkpoint."""
+    other numbers (``kl``, ``mse``, ``active_units``) and lists (``kl_per_unit``) as they are;
+    ``about`` names the data and the checkpoint."""
 
     metrics: dict[str, Any]
     about: str | None = None
 
     def scalars(self) -> dict[str, float]:
-        """Every number flat (nats for the likelihoods): one table column each."""
-        return {name: value["nats"] if isinstance(value, dict) else value for name, value in self.metrics.items()}
+        """Every number flat (nats for the likelihoods): one table column each. Lists (the KL of
+        each latent unit) are no column: they stay in the file."""
+        return {
+            name: value["nats"] if isinstance(value, dict) else value
+            for name, value in self.metrics.items()
+            if not isinstance(value, list)
+        }
 
     def best_nll(self) -> NLL | None:
         """The tightest likelihood estimate this evaluation holds; None for a model without one (an autoencoder)."""

@@ -25,7 +25,7 @@ from genctl.runs.checkpoint import resolve_checkpoint
 from genctl.runtime import check_fits, check_seed, resolve_device, seed_everything
 from genctl.train.cadence import Every
 from genctl.train.ema import EMA
-from genctl.train.hooks import EpochLog, History, Hook, ImageGrids, ProgressBar, TensorBoard
+from genctl.train.hooks import EpochLog, History, Hook, ImageGrids, LatentUnits, ProgressBar, TensorBoard
 from genctl.train.loop import Schedule, Trainer
 from genctl.train.optim import build_optimizer, build_schedule
 from genctl.train.precision import resolve_precision
@@ -60,6 +60,7 @@ class TrainerOptions:
     sample_every: int | str
     num_samples: int
     num_reconstructions: int
+    latent_map: int  # test images in the map of the codes (genctl.eval.pictures)
     val_batch_size: int
     test_at_end: bool
     precision: Literal[32, "bf16", "fp16", "auto"]
@@ -75,6 +76,8 @@ class TrainerOptions:
         for name in ("num_samples", "num_reconstructions"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: no such grid), got {getattr(self, name)}")
+        if self.latent_map < 0:
+            raise ValueError(f"latent_map is a number of test images and must be >= 0 (0: no map), got {self.latent_map}")
         check_seed(self.seed)
         if not self.grad_clip >= 0:  # as the checks of ema and max_time: NaN fails it too
             raise ValueError(f"grad_clip is a gradient norm and must be >= 0 (0 disables clipping), got {self.grad_clip}")
@@ -180,11 +183,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
     )
     meta = {"config": OmegaConf.to_container(cfg, resolve=True), "data_shape": list(data.shape), "binary": data.binary}
     if hooks is None:
-        grids = ImageGrids(scored, val.x, opts.num_samples, opts.num_reconstructions, opts.seed)
+        grids = ImageGrids(scored, val.x, val.labels, opts.num_samples, opts.num_reconstructions, opts.seed)
         test = build("eval", EvalOptions, cfg.eval) if opts.test_at_end else None
-        report = Report(run_dir, str(cfg.model.name), data, labels["test"], grids, device, test)
+        latent_map = (opts.latent_map, opts.val_batch_size)
+        report = Report(run_dir, str(cfg.model.name), data, labels["test"], grids, device, test, latent_map)
         # the report publishes the test numbers and the final grids: it ends before the loggers close
-        hooks = [ProgressBar(), History(run_dir / "history.jsonl"), EpochLog(), report]
+        hooks = [ProgressBar(), History(run_dir / "history.jsonl"), EpochLog(), report, LatentUnits(val)]
         hooks += [TensorBoard(run_dir / "tb", grids)] if "tensorboard" in loggers else []
         hooks += trackers(loggers, cfg.tracking, meta["config"], run_dir, grids)
     trainer = Trainer(model, loss_fn, step, batches, lr, val, schedule, run_dir, meta, hooks if rank == 0 else [])

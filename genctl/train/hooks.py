@@ -8,6 +8,8 @@ overrides the ones it needs, as pythae's callbacks do.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
@@ -20,14 +22,18 @@ import torch
 from tqdm.auto import tqdm
 
 from genctl.eval.evaluate import evaluating
+from genctl.eval.latent import collapse_warning, latent_metrics
 from genctl.images import make_grid
 from genctl.models.base import GenerativeModel, Reconstructs, Sampler
 from genctl.runs.atomic import append_text, refuse_links
 
 if TYPE_CHECKING:
     from genctl.train.loop import Trainer
+    from genctl.train.validation import Validation
 
 log = logging.getLogger("genctl")
+
+EMBEDDING = "latent_codes"  # the projector's name for the codes of the latent map
 
 
 class Hook:
@@ -54,6 +60,10 @@ class Hook:
     def on_images(self, trainer: Trainer) -> None:
         """When the image grids are due (``trainer.sample_every``)."""
 
+    def on_codes(self, trainer: Trainer, means: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> None:
+        """At the end, best.pt's codes [N, D] of the test images [N, C, H, W] of the latent map,
+        with their classes [N] (``trainer.latent_map``; latent models on labelled data only)."""
+
     def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
         """After the last step and the last validation and checkpoint; ``stop``: why training ended."""
 
@@ -64,12 +74,14 @@ class Hook:
 
 @dataclass(frozen=True)
 class ImageGrids:
-    """What a person looks at: samples (where the model is a :class:`Sampler`) and reconstructions
-    of the first ``num_reconstructions`` validation images, originals above (where it
-    :class:`Reconstructs`)."""
+    """What a person looks at: samples (where the model is a :class:`Sampler`; a conditional
+    model's classes in turn) and reconstructions of the first ``num_reconstructions`` validation
+    images, originals above (where it :class:`Reconstructs`; ``val_labels`` go with them to a
+    conditional model, None to another)."""
 
     model: GenerativeModel
     val_x: torch.Tensor
+    val_labels: torch.Tensor | None
     num_samples: int
     num_reconstructions: int
     seed: int
@@ -93,7 +105,8 @@ class ImageGrids:
                 rate = self.num_samples / max(time.perf_counter() - start, 1e-9)
             if isinstance(self.model, Reconstructs) and len(self.val_x):
                 x = self.val_x[: self.num_reconstructions]
-                grids["reconstructions"] = torch.cat([x, self.model.reconstruct(x)])
+                y = None if self.val_labels is None else self.val_labels[: self.num_reconstructions]
+                grids["reconstructions"] = torch.cat([x, self.model.reconstruct(x, y)])
         return grids, rate
 
 
@@ -122,7 +135,8 @@ class ProgressBar(Hook):
 
 
 class TensorBoard(Hook):
-    """Scalars as ``<split>/<name>`` at the training step, and the image grids when due."""
+    """Scalars as ``<split>/<name>`` at the training step, the image grids when due, and the
+    latent map's codes for the embedding projector, with their classes and the images as thumbnails."""
 
     def __init__(self, folder: Path, grids: ImageGrids) -> None:
         self.folder, self.grids = folder, grids
@@ -141,6 +155,15 @@ class TensorBoard(Hook):
     def on_images(self, trainer: Trainer) -> None:
         for name, grid in self.grids.at_step(trainer.progress.step).items():
             self.writer.add_image(name, make_grid(grid), trainer.progress.step)
+
+    def on_codes(self, trainer: Trainer, means: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> None:
+        step = trainer.progress.step
+        # the projector's files are written by tensorboard, which follows links: none may be on their way
+        written = [f"{step:05d}/{EMBEDDING}/{name}" for name in ("tensors.tsv", "metadata.tsv", "sprite.png")]
+        for name in [*written, "projector_config.pbtxt"]:
+            refuse_links(self.folder / name, self.folder)
+        with contextlib.redirect_stdout(io.StringIO()):  # its print when a resumed run's last step had one
+            self.writer.add_embedding(means, [int(c) for c in labels], images.float(), step, EMBEDDING)
 
     def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
         self.writer.close()
@@ -181,3 +204,21 @@ class EpochLog(Hook):
             trainer.images_per_s,
             progress.elapsed,
         )
+
+
+class LatentUnits(Hook):
+    """A warning line when training ends with most latent units inactive on the validation split
+    (:func:`genctl.eval.latent.collapse_warning`): posterior collapse leaves the loss looking
+    fine. One encoder pass over the split, after the last step, of the model the report tested
+    (attach it after the report); a model without a latent space is left alone."""
+
+    def __init__(self, val: Validation) -> None:
+        self.val = val
+
+    def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
+        if len(self.val.x) < 2:
+            return
+        found = latent_metrics(self.val.model, self.val.x, self.val.batch_size, self.val.labels)
+        warning = collapse_warning(found, "the validation split") if found else None
+        if warning:
+            log.warning("warning: %s", warning)

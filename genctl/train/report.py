@@ -1,4 +1,4 @@
-"""The end of training: best.pt's image grids and test numbers, and the run's metrics.json."""
+"""The end of training: best.pt's image grids, map of codes and test numbers, and the run's metrics.json."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import torch
 from genctl.data import DataSplits
 from genctl.errors import GenctlError
 from genctl.eval.evaluate import EvalOptions, evaluate
+from genctl.eval.latent import codes, latent_metrics
+from genctl.eval.pictures import MAP_FILE, labelled, save_map
 from genctl.eval.report import describe, summarize
 from genctl.images import save_grid
+from genctl.models.base import Encodes
 from genctl.runs.checkpoint import load_checkpoint, load_weights
 from genctl.runs.record import TEST, Evaluation, RunRecord
 from genctl.train.hooks import Hook, ImageGrids
@@ -41,9 +44,11 @@ class Report(Hook):
         grids: ImageGrids,
         device: torch.device,
         test: EvalOptions | None,
+        latent_map: tuple[int, int],
     ) -> None:
         self.run_dir, self.model_name, self.data, self.test_labels = run_dir, model_name, data, test_labels
         self.grids, self.device, self.test = grids, device, test
+        self.latent_map = latent_map  # (test images in the map, 0: no map; images per encoder pass)
 
     def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
         progress, model, data = trainer.progress, self.grids.model, self.data  # the scored model: the average with trainer.ema
@@ -82,6 +87,7 @@ class Report(Hook):
         load_weights(model, load_checkpoint(best, map_location=self.device), best, averaged=True)
         grids, record.samples_per_s = self.grids.draw()
         record.images = [str(save_grid(grid, self.run_dir / f"{name}.png")) for name, grid in grids.items()]
+        record.images += self.draw_map(trainer)
         if self.test is not None:
             t = self.test
             x = data.fixed("test").to(self.device)
@@ -89,10 +95,29 @@ class Report(Hook):
                 model, x, t.batch_size, t.k, t.chunk, t.seed, progress=True, labels=self.test_labels, compile=t.compile
             )
             about = f"{data.protocol}; test split, checkpoint best.pt"
-            record.evaluations[TEST] = Evaluation(describe(means, model, t.k), about)
+            metrics = {**describe(means, model, t.k), **latent_metrics(model, x, t.batch_size, self.test_labels)}
+            record.evaluations[TEST] = Evaluation(metrics, about)
             trainer.emit("on_scalars", "test", means)
             log.info("test (best.pt): %s", summarize(record.evaluations[TEST].metrics))
         self.write(record)
+
+    def draw_map(self, trainer: Trainer) -> list[str]:
+        """latent_map.png: the codes of the first test images by class (:mod:`genctl.eval.pictures`),
+        which go to the other hooks too (TensorBoard's projector); nothing for a model without a
+        latent space or data without classes. Returns the file written, if any."""
+        images, batch_size = self.latent_map
+        model, labels = self.grids.model, self.data.labels["test"][:images]
+        if not images or not isinstance(model, Encodes):
+            return []
+        if not labelled(labels):
+            log.info("no latent map: dataset '%s' has no class labels to colour the codes by", self.data.name)
+            return []
+        x = self.data.fixed("test")[:images]
+        means, _ = codes(model, x, batch_size, labels)
+        path = self.run_dir / MAP_FILE
+        save_map(path, means, labels, f"test codes of {self.model_name}, best.pt (step {trainer.progress.step})")
+        trainer.emit("on_codes", means, labels, x)
+        return [str(path)]
 
     def write(self, record: RunRecord) -> None:
         """Write ``record`` as metrics.json, with the evaluations genctl eval filed meanwhile."""
