@@ -12,11 +12,11 @@ import torch
 from genctl.data import DataSplits
 from genctl.errors import GenctlError
 from genctl.eval.evaluate import EvalOptions, evaluate
-from genctl.eval.latent import codes, latent_metrics
+from genctl.eval.latent import codes, summary
 from genctl.eval.pictures import MAP_FILE, labelled, save_map
 from genctl.eval.report import describe, summarize
 from genctl.images import save_grid
-from genctl.models.base import Encodes
+from genctl.models.base import Encodes, GenerativeModel
 from genctl.runs.checkpoint import load_checkpoint, load_weights
 from genctl.runs.record import TEST, Evaluation, RunRecord
 from genctl.train.hooks import Hook, ImageGrids
@@ -87,7 +87,8 @@ class Report(Hook):
         load_weights(model, load_checkpoint(best, map_location=self.device), best, averaged=True)
         grids, record.samples_per_s = self.grids.draw()
         record.images = [str(save_grid(grid, self.run_dir / f"{name}.png")) for name, grid in grids.items()]
-        record.images += self.draw_map(trainer)
+        test_codes = self.test_codes(model)
+        record.images += self.draw_map(trainer, test_codes)
         if self.test is not None:
             t = self.test
             x = data.fixed("test").to(self.device)
@@ -95,25 +96,33 @@ class Report(Hook):
                 model, x, t.batch_size, t.k, t.chunk, t.seed, progress=True, labels=self.test_labels, compile=t.compile
             )
             about = f"{data.protocol}; test split, checkpoint best.pt"
-            metrics = {**describe(means, model, t.k), **latent_metrics(model, x, t.batch_size, self.test_labels)}
+            metrics = {**describe(means, model, t.k), **(summary(*test_codes) if test_codes else {})}
             record.evaluations[TEST] = Evaluation(metrics, about)
             trainer.emit("on_scalars", "test", means)
             log.info("test (best.pt): %s", summarize(record.evaluations[TEST].metrics))
         self.write(record)
 
-    def draw_map(self, trainer: Trainer) -> list[str]:
+    def test_codes(self, model: GenerativeModel) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The test split's posterior means and log-variances, encoded once for both the map and the
+        test's latent summary; None where neither wants them or the model has no latent space."""
+        images, batch_size = self.latent_map
+        if not isinstance(model, Encodes) or (self.test is None and not images):
+            return None
+        return codes(model, self.data.fixed("test"), batch_size, self.test_labels)
+
+    def draw_map(self, trainer: Trainer, test_codes: tuple[torch.Tensor, torch.Tensor | None] | None) -> list[str]:
         """latent_map.png: the codes of the first test images by class (:mod:`genctl.eval.pictures`),
         which go to the other hooks too (TensorBoard's projector); nothing for a model without a
         latent space or data without classes. Returns the file written, if any."""
-        images, batch_size = self.latent_map
-        model, labels = self.grids.model, self.data.labels["test"][:images]
-        if not images or not isinstance(model, Encodes):
+        images = self.latent_map[0]
+        labels = self.data.labels["test"][:images]
+        if not images or test_codes is None:
             return []
         if not labelled(labels):
             log.info("no latent map: dataset '%s' has no class labels to colour the codes by", self.data.name)
             return []
         x = self.data.fixed("test")[:images]
-        means, _ = codes(model, x, batch_size, labels)
+        means = test_codes[0][:images]
         path = self.run_dir / MAP_FILE
         save_map(path, means, labels, f"test codes of {self.model_name}, best.pt (step {trainer.progress.step})")
         trainer.emit("on_codes", means, labels, x)
