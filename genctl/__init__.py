@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from genctl.version import __version__
+
 __all__ = ["__version__", "dataset", "encode", "load", "nll"]
 
 if TYPE_CHECKING:

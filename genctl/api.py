@@ -12,7 +12,7 @@
 Everything goes through what the CLI uses: the checkpoint (or export) is opened by
 :mod:`genctl.runs.checkpoint`, which rebuilds the model through genctl's registry of names and
 never lets a file choose the code that runs; the estimates are :func:`genctl.eval.evaluate.evaluate`
-described by :func:`genctl.eval.report.describe`, with ``configs/eval/default.yaml``'s settings
+described by :func:`genctl.eval.report.label_estimates`, with ``configs/eval/default.yaml``'s settings
 unless given, so the numbers are ``genctl eval``'s for the same split and settings.
 
 The model is genctl's own ``GenerativeModel``; what it can do is what it declares
@@ -33,12 +33,13 @@ from omegaconf import OmegaConf
 from genctl.config import build, config_dir
 from genctl.data import DataSplits, load_dataset
 from genctl.errors import GenctlError
-from genctl.eval.evaluate import EvalOptions, check_memory, evaluate
-from genctl.eval.latent import check_encodes, codes, latent_metrics
-from genctl.eval.report import describe
+from genctl.eval.evaluate import EvalOptions, check_memory
+from genctl.eval.latent import check_encodes, codes
+from genctl.eval.score import score
 from genctl.models import inputs
 from genctl.models.base import GenerativeModel, is_conditional
-from genctl.runs.checkpoint import load_checkpoint, open_checkpoint, resolve_checkpoint
+from genctl.runs.checkpoint import load_checkpoint, open_checkpoint
+from genctl.runs.folder import BEST, resolve_checkpoint
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> GenerativeModel:
@@ -53,7 +54,7 @@ def dataset(path: str | Path, data_root: str | Path | None = None) -> DataSplits
     """The data a run (or checkpoint, or export) was trained on, split and binarized as it was:
     ``.fixed("test")`` is the test set ``genctl eval`` scores, ``.labels["test"]`` its classes.
     ``data_root``: read the files from there instead of the run's ``dataset.root``."""
-    checkpoint = resolve_checkpoint(path, prefer="best.pt")
+    checkpoint = resolve_checkpoint(path, prefer=BEST)
     cfg = OmegaConf.create(load_checkpoint(checkpoint)["config"]).dataset
     if data_root is not None:
         cfg.root = str(data_root)
@@ -90,8 +91,7 @@ def nll(
     check_memory(e, model, prefix="")
     x = inputs.images(model, x)
     labels = _labels_for(model, x, labels)
-    means = evaluate(model, x, e.batch_size, e.k, e.chunk, e.seed, labels=labels, compile=e.compile)
-    return {**describe(means, model, e.k), **latent_metrics(model, x, e.batch_size, labels)}
+    return score(model, x, e, f"{len(x)} images given to genctl.nll", labels).metrics
 
 
 def encode(

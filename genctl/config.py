@@ -1,4 +1,5 @@
-"""Where the YAML lives, and building registered classes from config nodes with clear errors."""
+"""Where the YAML lives, building registered classes from config nodes with clear errors, and
+Hydra's and OmegaConf's errors about what the user typed phrased as one line (:func:`error_line`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from genctl.errors import GenctlError
 
 T = TypeVar("T")
+
+PLUGINS = ("optuna", "submitit_slurm", "submitit_local")  # Hydra plugins behind genctl[sweep]
 
 
 def config_dir() -> Path:
@@ -100,3 +103,71 @@ def build(what: str, factory: Callable[..., T], options: DictConfig | dict, **fi
         return factory(**options, **fixed)
     except ValueError as e:  # constructors raise ValueError for values that fail their own checks
         raise GenctlError(f"{what}: {e}") from e
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _missing_choice(group: str, choice: str, options: list[str]) -> str:
+    if group.startswith("hydra/") and choice in PLUGINS:
+        return f"{group}={choice} comes from an optional plugin that is not installed: pip install 'genctl[sweep]'"
+    return f"unknown {group} '{choice}'; choose one of: {', '.join(options)}"
+
+
+def _omegaconf(ex: Exception) -> str:
+    """An OmegaConf error from its typed fields: the key it names and, for an unknown key, its siblings."""
+    from omegaconf import DictConfig
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, ValidationError
+
+    key = getattr(ex, "full_key", None)
+    first = str(ex).splitlines()[0] if str(ex) else type(ex).__name__
+    if isinstance(ex, MissingMandatoryValue):
+        key = key or "a value"
+        return f"{key} is required: add {key}=VALUE to the command line"
+    parent = getattr(ex, "parent_node", None)
+    if isinstance(ex, (ConfigAttributeError, ConfigKeyError)) and isinstance(parent, DictConfig) and key:
+        siblings = [str(k) for k in parent.keys() if k != "hydra"]
+        if getattr(ex, "key", None) not in siblings:
+            return f"unknown key '{key}'; valid keys here: {', '.join(siblings)} (add a new key with +{key}=VALUE)"
+    if isinstance(ex, ValidationError) and key:
+        return f"{key}={getattr(ex, 'value', '')} is not valid: {first}"
+    return f"{key}: {first}" if key else first
+
+
+def _prose(text: str) -> str:
+    """A message Hydra wraps over several lines (its instantiation policy's, with a ``full_key:``
+    line at the end where it has one) as one sentence after the key it names."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    keys = [line.removeprefix("full_key:").strip() for line in lines if line.startswith("full_key:")]
+    sentence = " ".join(line for line in lines if not line.startswith("full_key:"))
+    return f"{keys[0]}: {sentence}" if keys and keys[0] else sentence
+
+
+def error_line(ex: BaseException) -> str | None:
+    """One actionable line for an error in the user's input; None for anything else (a bug)."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        HydraException,
+        InstantiationException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(ex, GenctlError):
+        return str(ex)
+    if isinstance(ex, InstantiationException):
+        return _prose(str(ex))
+    if isinstance(ex, MissingConfigException) and ex.missing_cfg_file and ex.options is not None:
+        group, _, choice = ex.missing_cfg_file.rpartition("/")
+        return _missing_choice(group, choice, list(ex.options))
+    if isinstance(ex, OverrideParseException):
+        return f"cannot parse '{ex.override}': {_one_line(ex.message)}"
+    if isinstance(ex, ConfigCompositionException) and isinstance(ex.__cause__, OmegaConfBaseException):
+        return _omegaconf(ex.__cause__)
+    if isinstance(ex, OmegaConfBaseException):
+        return _omegaconf(ex)
+    if isinstance(ex, HydraException):
+        return _one_line(str(ex))
+    return None

@@ -12,7 +12,7 @@ samples; the others keep their own random streams (posterior noise differs acros
 Restarts: ``torchrun --max-restarts=N`` starts every process again when one fails (a process that
 loses its peers says so in one line). The processes of each attempt meet under their own key
 prefix in torchrun's key-value store, rank 0 of the first attempt records the run folder there,
-and a restarted attempt continues that folder from its ``last.pt`` (:func:`restart_checkpoint`),
+and a restarted attempt continues that folder from its ``last.pt`` (:meth:`genctl.runs.folder.RunFolder.restart_checkpoint`),
 as does a sweep job that SLURM requeues (``hydra/launcher=slurm``: submitit runs the job again).
 On several nodes torchrun's restart counts can differ between nodes: launch with
 ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (a fresh store per attempt) and ``hydra.run.dir``.
@@ -26,7 +26,6 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -128,15 +127,7 @@ def new_run_name() -> str:
     return f"{datetime.now():%Y-%m-%d_%H-%M-%S-%f}-{secrets.token_hex(2)}"
 
 
-def restart_checkpoint(run_dir: Path) -> Path | None:
-    """``run_dir``'s last.pt where this is a restart nobody told where to resume (torchrun restarted
-    the processes, SLURM requeued the job): the folder is the one the attempt before trained in.
-    Every rank calls this, and all get the same answer (restart counts can differ across nodes)."""
-    last = run_dir / "last.pt"
-    return last if max_code(restart_count()) > 0 and last.is_file() else None
-
-
-def max_code(code: int) -> int:
+def largest_on_any_rank(code: int) -> int:
     """The largest of every rank's ``code``: ranks stop together on a flag any of them raised."""
     if not active():
         return code

@@ -1,7 +1,9 @@
-"""Name -> class tables filled by decorators, so adding a model is one module plus one YAML.
+"""Name -> entry tables, the one way genctl maps a config name to code: models, losses, datasets,
+optimizers and learning-rate schedules. Adding a model is one module plus one YAML.
 
-Every module of the owning package is imported on first lookup, so a new file registers itself
-without being listed anywhere.
+An entry joins by decorator in its own module (``@MODELS.register("vae")``), or by :meth:`add`
+where it is defined elsewhere (torch's optimizers). A registry given a ``package`` imports every
+module of it on the first lookup, so a new file registers itself without being listed anywhere.
 """
 
 from __future__ import annotations
@@ -17,20 +19,20 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, package: str) -> None:
+    def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
         self.package = package
-        self._entries: dict[str, type[T]] = {}
-        self._loaded = False
+        self._entries: dict[str, T] = {}
+        self._loaded = package is None
 
-    def register(self, name: str) -> Callable[[type[T]], type[T]]:
-        def add(cls: type[T]) -> type[T]:
-            if name in self._entries and self._entries[name] is not cls:
-                raise ValueError(f"{self.kind} '{name}' registered twice")
-            self._entries[name] = cls
-            return cls
+    def add(self, name: str, entry: T) -> T:
+        if name in self._entries and self._entries[name] is not entry:
+            raise ValueError(f"{self.kind} '{name}' registered twice")
+        self._entries[name] = entry
+        return entry
 
-        return add
+    def register(self, name: str) -> Callable[[T], T]:
+        return lambda entry: self.add(name, entry)
 
     def _load(self) -> None:
         if not self._loaded:
@@ -43,7 +45,11 @@ class Registry(Generic[T]):
         self._load()
         return sorted(self._entries)
 
-    def get(self, name: str) -> type[T]:
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._entries
+
+    def get(self, name: str) -> T:
         self._load()
         if name not in self._entries:
             raise GenctlError(f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}")

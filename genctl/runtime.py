@@ -11,6 +11,24 @@ import torch
 
 from genctl.errors import GenctlError
 
+# torch.cpu.get_capabilities()'s names (the CPU flags of /proc/cpuinfo) for native bf16 arithmetic
+CPU_BF16 = {"avx512_bf16": "AVX512_BF16", "amx_bf16": "AMX-BF16"}
+
+
+def describe_cpu() -> str:
+    """This CPU as every timing must name it: its model, its bf16 arithmetic and the threads torch
+    uses (the same recipe runs up to ~2x faster where bf16 is native)."""
+    found = torch.cpu.get_capabilities()
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), found.get("cpu_name", "CPU"))
+    bf16 = [label for flag, label in CPU_BF16.items() if found.get(flag)]
+    if not bf16:
+        bf16 = [
+            "AVX-512, no native bf16" if found.get("avx512_f") else "AVX2, no native bf16" if found.get("avx2") else "no AVX2"
+        ]
+    return f"{model} ({', '.join(bf16)}), {torch.get_num_threads()} threads"
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; an unavailable cuda is an error, not a fallback."""

@@ -14,8 +14,10 @@ wall minutes on 2 idle cores): run nothing else meanwhile, torch's threads spin 
 
 Prints the table (NLL in nats at each mark beside the paper's number), writes JSON and Markdown
 (default bench_out/curves/) and the figure (every row's curve, CPU minutes on a log axis, the
-paper's number as a marker); --results DIR writes the figure to DIR/results/curves.png and the
-table to DIR/results/curves.md. --reuse keeps runs and evaluations that are already there.
+paper's number as a marker); --results DIR writes the figure to DIR/results/curves.png, the
+table to DIR/results/curves.md and the rows to DIR/results/curves.json, keeping the rows of earlier
+sessions found there (each names the CPU it ran on) beside the ones run now. --reuse keeps runs and
+evaluations that are already there.
 Usage: python scripts/bench_curves.py --data DIR [--rows mnist_made,...] [--long 60] [--short 10] [--reuse] [--results docs]
 """
 
@@ -25,11 +27,15 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
+from genctl.runs.folder import RunFolder
 from genctl.runs.record import FILENAME, RunRecord, evaluation_name
+from genctl.runtime import describe_cpu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import NO_PAPER, PAPER, REPO, TABLES  # noqa: E402 - the rows and their papers, once
@@ -50,10 +56,10 @@ def curve(row: str, data: Path, budget: float, out: Path, reuse: bool) -> dict:
         args = [f"experiment={row}", f"dataset.root={data}", f"trainer.max_time={budget:g}"]
         args += [f"trainer.keep_best_at=[{','.join(f'{m:g}' for m in marks)}]", f"hydra.run.dir={run}", "overwrite=true"]
         genctl("train", *args)
-    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg = OmegaConf.load(RunFolder(run).config)
     points = []
     for m in marks:
-        kept = run / f"best@{m:g}min.pt"
+        kept = RunFolder(run).kept(m)
         if not kept.is_file():
             continue  # the run stopped before the mark (its budget, or no best.pt yet)
         name = evaluation_name("test", kept.name)
@@ -65,6 +71,9 @@ def curve(row: str, data: Path, budget: float, out: Path, reuse: bool) -> dict:
     paper = PAPER.get(row)
     return {
         "row": row,
+        "cpu": describe_cpu(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
         "budget_cpu_min": budget,
         "protocol": record.protocol,
         "steps": record.steps,
@@ -77,14 +86,16 @@ def curve(row: str, data: Path, budget: float, out: Path, reuse: bool) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["row", *(f"{m:g} min" for m in MARKS), "paper", "estimator", "protocol"]
+    head = ["row", *(f"{m:g} min" for m in MARKS), "paper", "estimator", "precision", "steps", "CPU", "protocol"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         at = {p["cpu_min"]: p["nll_nats"] for p in r["points"]}
         cells = [f"{at[m]:.2f}" if m in at else "" for m in MARKS]
         paper = f"{r['paper_nats']:.2f}" if r["paper_nats"] is not None else "-"
         estimator = r["points"][-1]["estimator"] if r["points"] else ""
-        lines.append("| " + " | ".join([r["row"], *cells, paper, estimator, r["protocol"] or ""]) + " |")
+        precision = (r.get("precision") or "").split(" ")[0]
+        facts = [paper, estimator, precision, f"{r['steps']:,}" if r.get("steps") else "", r.get("cpu", ""), r["protocol"] or ""]
+        lines.append("| " + " | ".join([r["row"], *cells, *facts]) + " |")
     return "\n".join(lines)
 
 
@@ -129,6 +140,13 @@ def main() -> None:
     for row in a.rows.split(","):
         rows.append(curve(row, a.data.resolve(), a.long if row in LONG else a.short, a.out, a.reuse))
         print(table(rows[-1:]), flush=True)
+    if a.results:  # rows measured in earlier sessions (on their own CPUs) stay beside this session's
+        kept = a.results / "results" / "curves.json"
+        earlier = json.loads(kept.read_text()) if kept.is_file() else []
+        ran = {r["row"] for r in rows}
+        rows = [r for r in earlier if r["row"] not in ran] + rows
+        order = TABLES["mnist"]
+        rows.sort(key=lambda r: order.index(r["row"]) if r["row"] in order else len(order))
     text = table(rows)
     print("\n" + text)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +156,7 @@ def main() -> None:
     if a.results:
         figure(rows, a.results / "results" / "curves.png")
         (a.results / "results" / "curves.md").write_text(text + "\n")
+        (a.results / "results" / "curves.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

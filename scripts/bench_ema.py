@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 from genctl.api import nll
 from genctl.data import load_dataset
 from genctl.runs.checkpoint import load_checkpoint, load_weights, restore_model
+from genctl.runs.folder import RunFolder
 from genctl.runs.record import Evaluation, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ ROWS = ["mnist_hvae", "mnist_vae", "mnist_pixelcnn", "mnist_made", "mnist_nade",
 
 
 def train(name: str, data: Path, decay: float, run: Path, reuse: bool) -> None:
-    if reuse and (run / "last.pt").is_file() and RunRecord.read(run).stopped is not None:
+    if reuse and RunFolder(run).last.is_file() and RunRecord.read(run).stopped is not None:
         return
     overrides = [f"experiment={name}", f"dataset.root={data}", f"trainer.ema={decay}", "trainer.test_at_end=false"]
     command = [sys.executable, "-m", "genctl", "train", *overrides, f"hydra.run.dir={run}", "overwrite=true"]
@@ -47,7 +48,7 @@ def train(name: str, data: Path, decay: float, run: Path, reuse: bool) -> None:
 
 def score(run: Path, data: Path, images: int) -> dict:
     """Test NLL of last.pt's trained and averaged weights on the first ``images`` test images."""
-    path = run / "last.pt"
+    path = RunFolder(run).last
     state = load_checkpoint(path)
     averaged = restore_model(state, path).eval()
     trained = copy.deepcopy(averaged)

@@ -27,6 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from genctl.runs.folder import BEST, RunFolder
+from genctl.runs.record import RunRecord, evaluation_name
+
 REPO = Path(__file__).resolve().parents[1]
 CORES = os.cpu_count() or 1
 # name -> (processes, eval.compile)
@@ -35,16 +38,17 @@ SETTINGS = {"1e": (1, False), "1c": (1, True), "Ne": (CORES, False), "Nc": (CORE
 
 def genctl_eval(run: Path, data: str, k: int, processes: int, compiled: bool) -> dict:
     """One ``genctl eval`` of ``run``/best.pt: wall seconds and the IWAE bound (nats) it filed."""
-    (run / "metrics.json").unlink(missing_ok=True)
+    folder = RunFolder(run)
+    folder.record.unlink(missing_ok=True)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command = [*(launcher if processes > 1 else [sys.executable]), "-m", "genctl", "eval"]
-    command += [f"ckpt={run / 'best.pt'}", f"data_root={data}", f"eval.k={k}", f"eval.compile={str(compiled).lower()}"]
+    command += [f"ckpt={folder.best}", f"data_root={data}", f"eval.k={k}", f"eval.compile={str(compiled).lower()}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if processes > 1 else dict(os.environ)
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO, env=env, capture_output=True)
     seconds = time.perf_counter() - start
-    entry = json.loads((run / "metrics.json").read_text())["test@best.pt"]
-    return {"seconds": seconds, "nll_iwae": entry["nll_iwae"]["nats"], "estimator": entry["nll_iwae"]["estimator"]}
+    nll = RunRecord.read(run).best_nll(evaluation_name("test", BEST))
+    return {"seconds": seconds, "nll_iwae": nll.nats, "estimator": nll.estimator}
 
 
 def main() -> None:
@@ -66,7 +70,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             run = Path(tmp) / source.name
             run.mkdir()
-            shutil.copy(source / "best.pt", run / "best.pt")
+            shutil.copy(RunFolder(source).best, RunFolder(run).best)
             reference = None
             for name in settings:
                 processes, compiled = SETTINGS[name]

@@ -45,11 +45,12 @@ from genctl.data import DataSplits, load_dataset
 from genctl.eval.evaluate import evaluate
 from genctl.eval.features import feature_extractor
 from genctl.eval.quality import calibration, sample_quality
-from genctl.eval.report import describe
+from genctl.eval.report import label_estimates
 from genctl.images import save_grid
 from genctl.models import build_model
 from genctl.models.base import GenerativeModel, LatentLikelihood
 from genctl.runs.checkpoint import load_checkpoint, restore_model
+from genctl.runs.folder import RunFolder
 from genctl.runs.record import FILENAME, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,8 +107,9 @@ def sample_seconds(run: Path, n: int = 64) -> float:
     record = run / "sample_64.json"
     if record.is_file() and (run / "samples_best.png").is_file():
         return json.loads(record.read_text())["seconds"]
-    state = load_checkpoint(run / "best.pt")
-    model = restore_model(state, run / "best.pt").eval()
+    best = RunFolder(run).best
+    state = load_checkpoint(best)
+    model = restore_model(state, best).eval()
     torch.manual_seed(0)
     with torch.inference_mode():
         start = time.perf_counter()
@@ -120,10 +122,10 @@ def sample_seconds(run: Path, n: int = 64) -> float:
 
 def open_row(run: Path, data: Path) -> tuple[GenerativeModel, DataSplits, DictConfig]:
     """best.pt's model, the row's data (read from ``data``) and its training config."""
-    state = load_checkpoint(run / "best.pt")
+    state = load_checkpoint(RunFolder(run).best)
     cfg = OmegaConf.create(state["config"])
     cfg.dataset.root = str(data)
-    return restore_model(state, run / "best.pt"), load_dataset(cfg.dataset), cfg
+    return restore_model(state, RunFolder(run).best), load_dataset(cfg.dataset), cfg
 
 
 def tight_subset(run: Path, data: Path) -> dict | None:
@@ -142,7 +144,7 @@ def tight_subset(run: Path, data: Path) -> dict | None:
     for k in (int(e.k), TIGHT_K):
         start = time.perf_counter()
         means = evaluate(model, x, int(e.batch_size), k, int(e.chunk), int(e.seed), compile=bool(e.get("compile", False)))
-        metrics = describe(means, model, k)
+        metrics = label_estimates(means, model, k)
         out[f"k{k}"] = {"nats": metrics["nll_iwae"]["nats"], "seconds": round(time.perf_counter() - start, 1)}
     cache.write_text(json.dumps(out) + "\n")
     return out
@@ -210,7 +212,7 @@ def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[st
     nll = record.best_nll()
     if nll is None:
         raise SystemExit(f"{run / FILENAME} holds no test NLL")
-    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg = OmegaConf.load(RunFolder(run).config)
     paper = PAPER.get(name)
     return {
         "row": name,

@@ -69,11 +69,13 @@ from genctl.data import Batches, load_dataset
 from genctl.eval.evaluate import evaluate
 from genctl.losses import build_loss
 from genctl.models import build_model
+from genctl.runs.folder import RunFolder
+from genctl.runs.progress import Progress
+from genctl.runtime import describe_cpu
 from genctl.train.build import build_step, build_trainer, trainer_options
 from genctl.train.hooks import Hook
 from genctl.train.loop import Trainer
 from genctl.train.optim import OPTIMIZERS, build_optimizer
-from genctl.train.state import Progress
 from genctl.train.step import LossStep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,9 +91,7 @@ def sync() -> None:
 def device_name() -> str:
     if DEVICE.type == "cuda":
         return torch.cuda.get_device_name(DEVICE)
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-    return f"{models[0] if models else 'CPU'}, {torch.get_num_threads()} threads"
+    return describe_cpu()
 
 
 def config(overrides: list[str]):
@@ -131,7 +131,7 @@ def timed_steps(cfg, batches: Callable[[], Iterator], steps: int, warmup: int, p
     model = build_model(cfg.model, (1, 28, 28), True).to(DEVICE)
     loss_fn = build_loss(cfg.loss, model, str(cfg.model.name))
     if plain:
-        optimizer = OPTIMIZERS[str(cfg.optim.name)](model.parameters(), lr=float(cfg.optim.lr))
+        optimizer = OPTIMIZERS.get(str(cfg.optim.name))(model.parameters(), lr=float(cfg.optim.lr))
         loss_step = LossStep(model, loss_fn)
 
         def step(x: torch.Tensor, progress: Progress) -> None:
@@ -184,7 +184,7 @@ def genctl_rate(cfg, steps: int, steps_per_epoch: int) -> float:
     overrides["device"] = str(DEVICE)
     cfg = OmegaConf.merge(cfg, {"trainer": overrides})
     with tempfile.TemporaryDirectory() as tmp:
-        build_trainer(cfg, Path(tmp), hooks=[clock]).fit()
+        build_trainer(cfg, Path(tmp), hooks=[clock])[0].fit()
     (start, first), (end, last) = clock.marks[0], clock.marks[-1]
     return (last - first) * int(cfg.trainer.batch_size) / (end - start)
 
@@ -262,7 +262,7 @@ def part_a(name: str, overrides: list[str], steps: int, repeats: int, warmup: in
     data = dict(zip(LOOPS, (data_ms(genctl_batches), data_ms(bare), item_ms, item_ms)))
     configured = f"compile {'on' if compiled else 'off'}, {cfg.optim.name} fused={cfg.optim.get('fused', False)}"
     step = dict(
-        zip(LOOPS, (configured, configured, configured, f"eager, torch.optim.{OPTIMIZERS[str(cfg.optim.name)].__name__}(lr)"))
+        zip(LOOPS, (configured, configured, configured, f"eager, torch.optim.{OPTIMIZERS.get(str(cfg.optim.name)).__name__}(lr)"))
     )
     return [
         {
@@ -490,7 +490,7 @@ def part_c(data: str, settings: list[tuple[int, int, int]]) -> list[dict]:
         )
         for k, chunk, batch in settings:
             out = subprocess.run(
-                [sys.executable, __file__, "--eval-child", str(run / "best.pt"), str(k), str(chunk), str(batch)]
+                [sys.executable, __file__, "--eval-child", str(RunFolder(run).best), str(k), str(chunk), str(batch)]
                 + ["--data", data, "--device", str(DEVICE)],
                 check=True,
                 cwd=REPO,

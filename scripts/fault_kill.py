@@ -38,6 +38,7 @@ import torch
 
 from genctl.errors import GenctlError
 from genctl.runs.checkpoint import load_checkpoint
+from genctl.runs.folder import RunFolder
 from genctl.runs.record import RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 def step_of(run: Path) -> int | None:
     """The step stored in run/last.pt, None before the first one; raises if it does not load."""
-    path = run / "last.pt"
+    path = RunFolder(run).last
     if not path.exists():
         return None
     return int(load_checkpoint(path)["progress"]["step"])
@@ -59,13 +60,13 @@ def step_of(run: Path) -> int | None:
 def where(run: Path) -> list[str]:
     """Continue the run from its last.pt; before the first one, start over in its folder (a kill
     during start-up leaves Hydra's files there, and genctl refuses a folder holding a run unless told)."""
-    return [f"resume={run}"] if (run / "last.pt").exists() else [f"hydra.run.dir={run}", "overwrite=true"]
+    return [f"resume={run}"] if RunFolder(run).last.exists() else [f"hydra.run.dir={run}", "overwrite=true"]
 
 
 def wait_for_start(proc: subprocess.Popen, run: Path, since: float) -> bool:
     """Until Hydra writes the job's config into the run folder (each round, resumed ones too) or
     the process ends (False): a file's time, not the wording of a log line."""
-    config = run / ".hydra" / "config.yaml"
+    config = RunFolder(run).config
     while proc.poll() is None:
         if config.is_file() and config.stat().st_mtime >= since:
             return True
@@ -161,7 +162,8 @@ def kill_torchrun_workers(a: argparse.Namespace, rng: random.Random, run: Path, 
         rows.append({"kill": len(rows) + 1, "rank": victim, "after_s": round(wait, 2), "last_pt_step_at_restart": None})
     launcher.wait()
     output = log.read_text()
-    logged = (run / "train.log").read_text() if (run / "train.log").is_file() else ""
+    log = RunFolder(run).log
+    logged = log.read_text() if log.is_file() else ""
     resumed = [int(s) for s in re.findall(r"resumed from \S+ at epoch \d+, step (\d+)", logged)]
     expected = [r["last_pt_step_at_restart"] for r in rows if r["last_pt_step_at_restart"] is not None]
     print("| kill | rank | after (s) | last.pt step when it restarted |")
@@ -174,7 +176,7 @@ def kill_torchrun_workers(a: argparse.Namespace, rng: random.Random, run: Path, 
     )
     same = None
     if launcher.returncode == 0 and straight.returncode == 0:
-        ours, theirs = load_checkpoint(run / "last.pt")["model"], load_checkpoint(reference / "last.pt")["model"]
+        ours, theirs = load_checkpoint(RunFolder(run).last)["model"], load_checkpoint(RunFolder(reference).last)["model"]
         same = ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     summary = {
         "kills": len(rows),

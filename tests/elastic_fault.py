@@ -11,7 +11,7 @@ import sys
 import torch
 
 from genctl.cli.main import main
-from genctl.train.state import Progress
+from genctl.runs.progress import Progress
 from genctl.train.step import TrainStep
 
 

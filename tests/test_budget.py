@@ -12,7 +12,8 @@ import pytest
 import genctl.train.loop
 import genctl.train.state
 from genctl.runs.checkpoint import load_checkpoint
-from genctl.train.state import Progress, Stopwatch
+from genctl.runs.progress import Progress
+from genctl.train.state import Stopwatch
 from tests.conftest import TINY, one_line_error
 
 # three epochs of 2,000 digits at batch 256: 24 steps unless the budget stops the run

@@ -106,3 +106,22 @@ def test_a_share_cadence_skips_the_events_that_would_cost_more_than_it(cli, tmp_
     assert validated_steps(runs["1"]) == [8, 16, 24, 32, 40, 48]
     weights = [torch.load(run / "last.pt", weights_only=True)["model"] for run in runs.values()]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # validation never changes training
+
+
+def test_val_images_validates_on_the_first_images_of_the_split(tmp_path):
+    """trainer.val_images keeps a validation cheap: the first N images of the split, the same ones
+    at every validation, so best.pt is still chosen by one yardstick."""
+    from hydra import compose, initialize_config_dir
+
+    from genctl.config import config_dir, hydra_version_base
+    from genctl.data import load_dataset
+    from genctl.train.build import build_trainer
+
+    with initialize_config_dir(str(config_dir()), job_name="train", **hydra_version_base()):
+        cfg = compose("train", [*TINY, "trainer.val_images=7"])
+    trainer, report = build_trainer(cfg, tmp_path, hooks=[])
+    assert report is None  # hooks given: the caller reports
+    assert torch.equal(trainer.val.x.cpu(), load_dataset(cfg.dataset).fixed("val")[:7])
+    with initialize_config_dir(str(config_dir()), job_name="train", **hydra_version_base()):
+        cfg = compose("train", [*TINY])
+    assert len(build_trainer(cfg, tmp_path, hooks=[])[0].val.x) == len(load_dataset(cfg.dataset).val)

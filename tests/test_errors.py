@@ -204,7 +204,7 @@ def filed(run: Path) -> dict:
     ids=["k", "num_samples", "batch_size", "chunk"],
 )
 def test_eval_refuses_sizes_that_cannot_run_before_any_work(run, cli, monkeypatch, args, expected):
-    from genctl.cli import eval as eval_cli
+    from genctl.eval import checkpoint as eval_cli
 
     monkeypatch.setattr(eval_cli, "load_dataset", lambda cfg: pytest.fail("the data was read before the sizes were checked"))
     before = filed(run)
@@ -216,7 +216,7 @@ def test_eval_refuses_sizes_that_cannot_run_before_any_work(run, cli, monkeypatc
 
 
 def test_eval_files_the_nll_before_sample_quality_starts(run, cli, monkeypatch):
-    from genctl.cli import eval as eval_cli
+    from genctl.eval import checkpoint as eval_cli
 
     seen = []
 
@@ -232,7 +232,7 @@ def test_eval_files_the_nll_before_sample_quality_starts(run, cli, monkeypatch):
 
 
 def test_eval_refuses_fid_on_images_the_classifier_cannot_read_before_the_nll(run, cli, monkeypatch):
-    from genctl.cli import eval as eval_cli
+    from genctl.eval import score
     from genctl.models import build_model
     from genctl.runs.checkpoint import load_checkpoint, save_checkpoint
 
@@ -241,7 +241,7 @@ def test_eval_refuses_fid_on_images_the_classifier_cannot_read_before_the_nll(ru
     state.update(data_shape=[1, 14, 14], model=model.state_dict())
     state.pop("ema", None)
     save_checkpoint(run / "small.pt", state)
-    monkeypatch.setattr(eval_cli, "evaluate", lambda *a, **k: pytest.fail("the NLL was computed before fid was refused"))
+    monkeypatch.setattr(score, "evaluate", lambda *a, **k: pytest.fail("the NLL was computed before fid was refused"))
     code, _, err = cli("eval", f"ckpt={run / 'small.pt'}", "eval.metrics=[nll,fid]", "eval.num_samples=100")
     assert one_line_error(code, err).endswith(
         "the genctl mnist classifier takes 1x28x28 images, got 1x14x14: sample quality (fid) cannot be measured "

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 import genctl
 from genctl.errors import GenctlError
-from genctl.eval.latent import active_units, codes, collapse_warning, probe, summary, unit_activity
+from genctl.eval.latent import active_units, codes, collapse_warning, latent_summary, probe, unit_activity
 from genctl.models.vae import VAE
 from tests.conftest import TINY, one_line_error
 from tests.test_hvae import binary_images, hvae
@@ -49,7 +49,7 @@ def test_a_vae_whose_encoder_ignores_its_input_has_no_active_units(digits, one_t
     means, logvars = codes(model, digits.fixed("test")[:300], 64)
     assert means.shape == logvars.shape == (300, 6)
     assert active_units(means) == 0
-    found = summary(means, logvars)
+    found = latent_summary(means, logvars)
     assert found["active_units"] == 0 and len(found["kl_per_unit"]) == 6
     assert "only 0 of 6 latent units are active" in collapse_warning(found, "the test split")
 
@@ -72,7 +72,7 @@ def test_a_linear_vae_trained_on_rank_r_data_keeps_r_active_units(rank, one_thre
     activity = unit_activity(means)
     assert active_units(means) == rank, activity
     assert sorted(activity.tolist())[-rank] > 0.5  # the used units carry the data's unit variance, the rest nothing
-    kl = summary(means, logvars)["kl_per_unit"]
+    kl = latent_summary(means, logvars)["kl_per_unit"]
     assert sum(v > 0.1 for v in kl) == rank, kl  # collapsed units cost no KL
 
 
@@ -83,7 +83,7 @@ def test_a_hierarchical_vae_reports_its_top_groups_units_and_their_kl(one_thread
     assert means.shape == logvars.shape == (40, math.prod(model.group_shapes[0])) == (40, 8)
     with torch.no_grad():
         top_kl = model.elbo_terms(x)[1][:, 0]  # the top group's KL against its N(0, I) prior: no sample involved
-    found = summary(means, logvars)
+    found = latent_summary(means, logvars)
     assert found["kl_latent"] == pytest.approx(top_kl.mean().item(), rel=1e-4)
     assert found["latent_units"] == 8 and len(found["kl_per_unit"]) == 8
 

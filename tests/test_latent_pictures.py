@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 import genctl
-from genctl.cli.sample import partners
 from genctl.errors import GenctlError
 from genctl.eval.latent import codes, unit_activity
 from genctl.eval.pictures import MAP_PIXELS, project, traversal
+from genctl.eval.sampling import partners
 from tests.conftest import TINY, one_line_error
 from tests.test_api import train
 

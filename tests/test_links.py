@@ -220,9 +220,9 @@ def test_export_writes_nothing_through_a_link(cli, run, victim, name):
 
 
 def test_eval_refuses_a_linked_record_before_it_evaluates(cli, run, victim, monkeypatch):
-    from genctl.cli import eval as eval_cli
+    from genctl.eval import score
 
-    monkeypatch.setattr(eval_cli, "evaluate", lambda *a, **k: pytest.fail("evaluated although the result cannot be written"))
+    monkeypatch.setattr(score, "evaluate", lambda *a, **k: pytest.fail("evaluated although the result cannot be written"))
     plant(run, "metrics.json", victim)
     code, _, err = cli("eval", f"ckpt={run}")
     assert REFUSED in one_line_error(code, err)
@@ -293,9 +293,9 @@ READ_ONLY = "on a read-only file system" if os.geteuid() == 0 else "is not writa
     ["eval", "sample", "export", "compare", "train-resume", "train-into-it", "train-below-it", "train-default-folder"],
 )
 def test_a_read_only_folder_is_one_line_before_any_work(cli, run, read_only, monkeypatch, tmp_path, command):
-    from genctl.cli import eval as eval_cli
+    from genctl.eval import score
 
-    monkeypatch.setattr(eval_cli, "evaluate", lambda *a, **k: pytest.fail("evaluated although the result cannot be written"))
+    monkeypatch.setattr(score, "evaluate", lambda *a, **k: pytest.fail("evaluated although the result cannot be written"))
     before = tree(run)
     read_only(run)
     args = {

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from genctl.eval.evaluate import evaluate
-from genctl.eval.report import describe
+from genctl.eval.report import label_estimates
 from genctl.models import build_model
 from genctl.models.latent import LatentVariableModel
 from genctl.nn.likelihoods import DiscretizedLogisticMixture
@@ -27,7 +27,7 @@ def images(binary: bool, n: int = 20) -> torch.Tensor:
 @pytest.mark.parametrize("binary, bits", [(True, 1.0), (False, 8.0)])
 def test_a_uniform_autoregressive_model_scores_one_bit_binary_and_eight_bits_8bit(binary, bits):
     model = build_model(OmegaConf.create({"name": "fvsbn"}), SHAPE, binary)  # zero weights: uniform
-    report = describe(evaluate(model, images(binary), 10, k=1, chunk=1, seed=0), model, k=1)
+    report = label_estimates(evaluate(model, images(binary), 10, k=1, chunk=1, seed=0), model, k=1)
     assert report["nll_exact"]["bits_per_dim"] == pytest.approx(bits, abs=1e-6)
     assert report["nll_exact"]["estimator"] == "exact" and "note" not in report["nll_exact"]
 
@@ -55,7 +55,7 @@ class UniformLogisticMixture(LatentVariableModel):
 
 def test_a_uniform_discretized_logistic_mixture_scores_eight_bits():
     model = UniformLogisticMixture()
-    report = describe(evaluate(model, images(False), 10, k=4, chunk=2, seed=0), model, k=4)
+    report = label_estimates(evaluate(model, images(False), 10, k=4, chunk=2, seed=0), model, k=4)
     for name in ("nll_elbo", "nll_iwae"):
         assert report[name]["bits_per_dim"] == pytest.approx(8.0, abs=1e-3)
         assert "note" not in report[name]
@@ -66,7 +66,7 @@ def test_the_gaussian_decoders_number_states_its_offset_and_dequantization():
     cfg = {"name": "vae", "arch": "mlp", "latent_dim": 2, "hidden": [8], "channels": [4], "activation": "relu"}
     options = {"downsample": "stride", "observation": "gaussian", "mixtures": 1, "obs_sigma": 0.1}
     model = build_model(OmegaConf.create({**cfg, **options}), SHAPE, binary=False)
-    report = describe(evaluate(model, images(False), 10, k=2, chunk=2, seed=0), model, k=2)
+    report = label_estimates(evaluate(model, images(False), 10, k=2, chunk=2, seed=0), model, k=2)
     entry = report["nll_iwae"]
     dims = math.prod(SHAPE)
     assert entry["bits_per_dim"] == pytest.approx((entry["nats"] + dims * math.log(256)) / (dims * math.log(2)))

@@ -12,10 +12,10 @@ import torch
 import yaml
 
 import genctl.cli.overrides
+import genctl.eval.score
 import genctl.train.build
-import genctl.train.report
-from genctl.cli.run_folder import replayed_overrides
 from genctl.runs.checkpoint import load_checkpoint
+from genctl.runs.folder import replayed_overrides
 from tests.conftest import TINY, one_line_error
 
 SHORT = [*TINY, "trainer.max_steps=2", "trainer.test_at_end=false"]
@@ -221,7 +221,7 @@ def test_ctrl_c_during_start_up_is_one_line(cli, monkeypatch, run, tmp_path):
 
 
 def test_ctrl_c_during_the_final_test_is_one_line_and_the_checkpoints_are_complete(cli, monkeypatch, tmp_path):
-    monkeypatch.setattr(genctl.train.report, "evaluate", interrupt)
+    monkeypatch.setattr(genctl.eval.score, "evaluate", interrupt)
     folder = tmp_path / "run"
     code, _, err = cli("train", *TINY, "trainer.max_steps=2", f"hydra.run.dir={folder}")
     line = interrupted_line(code, err)

@@ -17,9 +17,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from genctl.cli.overrides import register_resolvers
-from genctl.cli.run_folder import claim_run_folder
 from genctl.config import config_dir, hydra_version_base
 from genctl.errors import GenctlError
+from genctl.runs.folder import claim
 from tests.conftest import TINY, one_line_error
 from tests.test_resume import SHORT, files
 
@@ -82,11 +82,11 @@ def test_a_folder_with_only_a_config_and_a_log_has_no_run_to_lose(tmp_path):
     (tmp_path / ".hydra" / "config.yaml").write_text("{}")
     (tmp_path / "train.log").write_text("killed before its first validation")
     before = files(tmp_path)
-    claim_run_folder(_composed(f"hydra.run.dir={tmp_path}"), multirun=False)  # no refusal: trained into
+    claim(_composed(f"hydra.run.dir={tmp_path}"), multirun=False)  # no refusal: trained into
     assert files(tmp_path) == before  # and nothing removed without overwrite=true
     (tmp_path / "last.pt").write_bytes(b"a checkpoint")
     with pytest.raises(GenctlError, match="already holds a run"):
-        claim_run_folder(_composed(f"hydra.run.dir={tmp_path}"), multirun=False)
+        claim(_composed(f"hydra.run.dir={tmp_path}"), multirun=False)
 
 
 @pytest.mark.parametrize("restarts", ["TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT"])
@@ -94,18 +94,18 @@ def test_a_restarted_job_trains_in_the_folder_its_first_attempt_was_let_into(mon
     (tmp_path / "last.pt").write_bytes(b"")
     cfg = _composed(f"hydra.run.dir={tmp_path}")
     with pytest.raises(GenctlError, match="already holds a run"):
-        claim_run_folder(cfg, multirun=False)
+        claim(cfg, multirun=False)
     monkeypatch.setenv(restarts, "1")
-    claim_run_folder(cfg, multirun=False)
+    claim(cfg, multirun=False)
 
 
 def test_resume_may_write_into_its_own_folder_only(tmp_path):
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
         (tmp_path / run / "last.pt").write_bytes(b"")
-    claim_run_folder(_composed(f"resume={tmp_path / 'a' / 'last.pt'}", f"hydra.run.dir={tmp_path / 'a'}"), multirun=False)
+    claim(_composed(f"resume={tmp_path / 'a' / 'last.pt'}", f"hydra.run.dir={tmp_path / 'a'}"), multirun=False)
     with pytest.raises(GenctlError, match=f"{tmp_path / 'b'} already holds a run"):
-        claim_run_folder(_composed(f"resume={tmp_path / 'a'}", f"hydra.run.dir={tmp_path / 'b'}"), multirun=False)
+        claim(_composed(f"resume={tmp_path / 'a'}", f"hydra.run.dir={tmp_path / 'b'}"), multirun=False)
 
 
 def test_registering_the_resolvers_again_is_harmless():

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from hydra.errors import MissingConfigException
 
-from genctl.cli.errors import describe
+from genctl.config import error_line
 from tests.conftest import TINY
 
 QUICK = [o for o in TINY if "batch_size" not in o and "latent_dim" not in o] + ["trainer.max_steps=3"]
@@ -37,6 +37,6 @@ def test_submitit_local_launcher_runs_a_sweep(cli, tmp_path):
 
 def test_a_missing_plugin_says_which_extra_to_install():
     ex = MissingConfigException("not found", missing_cfg_file="hydra/sweeper/optuna", options=["basic"])
-    assert describe(ex) == (
+    assert error_line(ex) == (
         "hydra/sweeper=optuna comes from an optional plugin that is not installed: pip install 'genctl[sweep]'"
     )

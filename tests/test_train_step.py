@@ -7,8 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from genctl.runs.progress import Progress
 from genctl.train.precision import Precision
-from genctl.train.state import Progress
 from genctl.train.step import LossStep, TrainStep
 
 

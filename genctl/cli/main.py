@@ -13,9 +13,9 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from genctl import __version__
 from genctl.config import config_dir, group_choices
 from genctl.errors import GenctlError
+from genctl.version import __version__
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -58,6 +58,10 @@ def usage() -> str:
         "`genctl SUBCOMMAND --help` lists every key; `genctl train --cfg job` prints the composed config.",
         "mnist, fashion_mnist and cifar10 are read from $GENCTL_DATA (default ./data) unless dataset.root=DIR.",
         "Errors are one line; set HYDRA_FULL_ERROR=1 for the full trace.",
+        "",
+        "guides (in the repository's docs/): USAGE.md (config groups, run folders, resuming), SWEEPS.md,",
+        "TRACKERS.md, PARALLEL.md (torchrun, precision, compile), API.md (genctl.load/nll/encode), EXPORT.md,",
+        "LATENT.md, QUALITY.md, MODELS.md; numbers: BENCHMARKS.md, RESULTS.md, SPEED.md",
     ]
     return "\n".join(lines)
 
@@ -84,17 +88,18 @@ def _resume_value(args: list[str]) -> str | None:
 def _resume_args(args: list[str]) -> list[str]:
     """``resume=RUN``: apply RUN's stored settings first (genctl's own only) and keep writing into RUN's
     folder, named to Hydra in quotes that read back as exactly that folder."""
-    from genctl.cli.run_folder import pinned_run_dir, refuse_planted_links, replayed_overrides, run_of
+    from genctl.cli.overrides import pinned_run_dir
+    from genctl.runs.folder import RunFolder, replayed_overrides
 
     value = _resume_value(args)
     if value is None:
         return args
-    run = run_of(value)
-    refuse_planted_links(run)  # before its record is read, and long before anything is written there
+    folder = RunFolder.of(value)
+    folder.refuse_planted_links()  # before its record is read, and long before anything is written there
+    run = folder.path
     stored, left_out = replayed_overrides(run)
     if left_out and os.environ.get("RANK", "0") == "0":
-        stored_file = run / ".hydra" / "overrides.yaml"
-        print(f"genctl train: warning: not replayed from {stored_file}: {', '.join(left_out)}", file=sys.stderr)
+        print(f"genctl train: warning: not replayed from {folder.overrides}: {', '.join(left_out)}", file=sys.stderr)
     keys = {a.split("=", 1)[0].lstrip("+~") for a in args}
     kept = [o for o in stored if o.split("=", 1)[0].lstrip("+~") not in keys]
     if any(a.startswith("hydra.run.dir=") for a in args):
@@ -108,7 +113,7 @@ def _resume_args(args: list[str]) -> list[str]:
 def _rank_args(args: list[str]) -> list[str]:
     """Under torchrun every rank runs this: one run folder for all, named by rank 0 and written by it
     alone. Attempts that torchrun restarts (``--max-restarts``) get the first attempt's folder, where
-    training continues from last.pt (``genctl.distributed.restart_checkpoint``)."""
+    training continues from last.pt (:meth:`genctl.runs.folder.RunFolder.restart_checkpoint`)."""
     from genctl import distributed  # imports torch: only for multi-process runs
 
     distributed.init()
@@ -122,26 +127,36 @@ def _rank_args(args: list[str]) -> list[str]:
 
 def _hold_run_folder(cfg: DictConfig, multirun: bool, args: list[str], held: contextlib.ExitStack) -> list[str]:
     """Hold the run folder of this training in ``held`` until it ends, so that a second ``genctl train``
-    into it is refused (:func:`genctl.cli.run_folder.hold_run_folder`); the command line to hand to Hydra.
+    into it is refused (:meth:`genctl.runs.folder.RunFolder.hold`); the command line to hand to Hydra.
 
     One process writes a run folder: under torchrun rank 0 holds it, and only where the folder is
     named on the command line (``_rank_args`` names a new one, the same on every rank, after this).
     Otherwise the folder as the dispatcher resolved it is pinned on the command line, so Hydra writes
     into the folder that was checked and held (``${now:...}`` would resolve anew)."""
-    from genctl.cli import run_folder
+    from genctl.cli.overrides import pinned_run_dir, planned_run_dir
+    from genctl.runs.folder import RunFolder
 
-    folder = None if multirun or os.environ.get("RANK", "0") != "0" else run_folder.planned_run_dir(cfg)
+    folder = None if multirun or os.environ.get("RANK", "0") != "0" else planned_run_dir(cfg)
     if folder is None:
         return args
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        pinned = run_folder.pinned_run_dir(folder)
+        pinned = pinned_run_dir(folder)
         if pinned is None:
             return args
         args = [*args, pinned]
     elif not any(a.startswith("hydra.run.dir=") for a in args):
         return args
-    held.enter_context(run_folder.hold_run_folder(folder))
+    held.enter_context(RunFolder(folder).hold())
     return args
+
+
+def _check_continuation(cfg: DictConfig) -> None:
+    """Refuse a resume whose settings cannot continue the run (:func:`genctl.runs.folder.check_continuation`)."""
+    from genctl.runs.checkpoint import load_checkpoint  # imports torch
+    from genctl.runs.folder import LAST, check_continuation, resolve_checkpoint
+
+    path = resolve_checkpoint(cfg.resume, prefer=LAST)
+    check_continuation(cfg, path, load_checkpoint(path, resuming=True)["config"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         from genctl.cli.compare import main as compare
 
         return compare(rest)
-    from genctl.cli import run_folder
     from genctl.cli.errors import full_error
     from genctl.cli.overrides import compose_command_line  # imports Hydra: not needed for --help
+    from genctl.runs import folder
 
     with contextlib.ExitStack() as held:  # the run folder's lock, from before the checks until training ends
         try:
@@ -177,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             resumed = None
             if subcommand == "train" and cfg is not None:
                 if cfg.resume:
-                    run_folder.check_continuation(cfg)
+                    _check_continuation(cfg)
                 rest = _hold_run_folder(cfg, composed.multirun, rest, held)
-                run_folder.claim_run_folder(cfg, composed.multirun)
+                folder.claim(cfg, composed.multirun)
                 if cfg.resume and not composed.multirun and os.environ.get("RANK", "0") == "0":
-                    resumed = run_folder.run_of(cfg.resume)
+                    resumed = folder.RunFolder.of(cfg.resume)
             if subcommand == "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
                 rest = _rank_args(rest)
             app = importlib.import_module(f"genctl.cli.{subcommand}")
@@ -195,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         sys.argv = [f"genctl {subcommand}", *rest]
         try:
-            with run_folder.record_kept_on_failure(resumed) if resumed else contextlib.nullcontext():
+            with resumed.kept_on_failure() if resumed else contextlib.nullcontext():
                 app.main()
         except KeyboardInterrupt:  # outside the task, which says itself what an interruption left (exit_on_user_error)
             if full_error():

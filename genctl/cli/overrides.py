@@ -2,7 +2,7 @@
 
 Inside ``@hydra.main`` a composition error (unknown group choice, unknown key, bad syntax) is
 reported by Hydra in several lines with its search path, and no public hook reaches it there.
-Composing the same overrides first turns those errors into one line (:func:`genctl.cli.errors.describe`)
+Composing the same overrides first turns those errors into one line (:func:`genctl.config.error_line`)
 before anything starts. Under ``-m`` every value of a swept config group is composed too, with the
 other overrides, so ``-m model=vae,nope`` fails before the first job runs. What the check cannot
 phrase it leaves to Hydra, which then reports it as it always does; ``HYDRA_FULL_ERROR=1`` shows
@@ -12,27 +12,31 @@ A config that sets ``hydra.mode: MULTIRUN`` (``hparams_search=optuna``) gets ``-
 command line too: Hydra 1.4 refuses a run mode that changes during composition.
 
 The composed config (of the first job) goes back to the dispatcher, which checks run folders
-against it before Hydra writes into one (:mod:`genctl.cli.run_folder`).
+against it before Hydra writes into one (:mod:`genctl.runs.folder`), and pins the folder it
+checked on the command line (:func:`pinned_run_dir`).
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
 from hydra.core.plugins import Plugins
-from hydra.errors import InstantiationException
+from hydra.errors import InstantiationException, OverrideParseException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from genctl.cli.errors import describe, full_error
-from genctl.config import config_dir, hydra_version_base
+from genctl.cli.errors import full_error
+from genctl.config import config_dir, error_line, hydra_version_base
 from genctl.errors import GenctlError
+from genctl.runs.folder import resolved_path
 
 # Hydra's flags that leave the config as the overrides make it, each alias mapped to its long name.
 CHECKED_FLAGS = {"-m": "--multirun", "-r": "--run", "-c": "--cfg", "-p": "--package", "--resolve": "--resolve"}
@@ -149,7 +153,7 @@ def _check_targets(cfg: DictConfig, multirun: bool) -> None:
         try:
             instantiate({"_target_": name, "_partial_": True}, _recursive_=False)
         except InstantiationException as e:
-            raise GenctlError(f"{key}={name}: {describe(e)}") from e
+            raise GenctlError(f"{key}={name}: {error_line(e)}") from e
 
 
 def compose_command_line(config_name: str, args: list[str]) -> Composed:
@@ -165,10 +169,10 @@ def compose_command_line(config_name: str, args: list[str]) -> Composed:
             _check_targets(cfg, multirun)
     except GenctlError:
         raise
-    except Exception as ex:  # noqa: BLE001 - what describe() cannot phrase, Hydra reports when it composes
+    except Exception as ex:  # noqa: BLE001 - what error_line() cannot phrase, Hydra reports when it composes
         if full_error():
             raise
-        message = describe(ex)
+        message = error_line(ex)
         if message is None:
             return Composed(args)
         raise GenctlError(message) from ex
@@ -180,3 +184,24 @@ def compose_command_line(config_name: str, args: list[str]) -> Composed:
 def check_overrides(config_name: str, args: list[str]) -> list[str]:
     """The command line to hand to Hydra; a one-line ``GenctlError`` where Hydra would refuse to compose it."""
     return compose_command_line(config_name, args).args
+
+
+def planned_run_dir(cfg: DictConfig) -> Path | None:
+    """The run folder of a single run as this config resolves it (None where it cannot be resolved here)."""
+    return resolved_path(cfg, "hydra.run.dir")
+
+
+def pinned_run_dir(folder: Path) -> str | None:
+    """``hydra.run.dir=<folder>`` as an override that Hydra reads back as exactly ``folder``, so that
+    Hydra writes into the folder the dispatcher checked and holds (``${now:...}`` would resolve anew);
+    None where no quoting does."""
+    value = str(folder)
+    # Hydra's quoted strings: a backslash is literal unless a run of them precedes a quote or the end
+    # (each then written twice), and a quote is written \'
+    quoted = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
+    line = f"hydra.run.dir='{quoted}'"
+    try:
+        (parsed,) = OverridesParser.create().parse_overrides([line])
+    except OverrideParseException:
+        return None
+    return line if parsed.value() == value and "${" not in value else None

@@ -10,10 +10,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from genctl.cli.errors import describe, exit_on_user_error, full_error
+from genctl.cli.errors import exit_on_user_error, full_error
 from genctl.cli.logs import route_console_through_tqdm
-from genctl.config import config_dir, hydra_version_base
+from genctl.config import config_dir, error_line, hydra_version_base
 from genctl.errors import GenctlError
+from genctl.runs.folder import RunFolder
 from genctl.runs.record import RunRecord
 from genctl.train.build import train
 
@@ -33,7 +34,7 @@ def main(cfg: DictConfig) -> float:
         if hydra_cfg.mode != RunMode.MULTIRUN or getattr(e, "exit_code", 2) == 130:
             raise  # a single run: one line and exit code 2 for a user error, the traceback for a bug; Ctrl-C ends a sweep
         return job_failed(run_dir, e)
-    logs = f"TensorBoard logs (tensorboard --logdir {run_dir / 'tb'}) and " if "tensorboard" in cfg.logger else ""
+    logs = f"TensorBoard logs (tensorboard --logdir {RunFolder(run_dir).tensorboard}) and " if "tensorboard" in cfg.logger else ""
     log.info("done: checkpoints, samples, %smetrics.json in %s", logs, run_dir)
     return float(progress.best_val)  # what sweepers minimize
 
@@ -42,7 +43,7 @@ def job_failed(run_dir: Path, e: Exception) -> float:
     """Record why a sweep job failed and let the sweep go on (Hydra's sweepers stop at a job that
     raises, before the sweep's summary is written). The summary lists the failure and sets the
     sweep's exit code; the job returns the worst value a minimizing sweeper can get."""
-    line = describe(e)
+    line = error_line(e)
     if line is None:  # a bug, not the user's input
         message = " ".join(str(e).split())
         line = f"{type(e).__name__}: {message}" if message else type(e).__name__

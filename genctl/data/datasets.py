@@ -22,6 +22,7 @@ from genctl.data.download import download
 from genctl.data.folder import read_image_folder
 from genctl.data.idx import read_mnist_layout
 from genctl.errors import GenctlError
+from genctl.registry import Registry
 from genctl.runtime import check_seed
 
 ASSETS = Path(__file__).parent / "assets"
@@ -48,19 +49,34 @@ def _image_size(cfg: DictConfig) -> int | None:
     return None if cfg.get("image_size") is None else _whole(cfg, "image_size")
 
 
+DATASETS: Registry[Callable[[DictConfig], Raw]] = Registry("dataset")
+
+
+@DATASETS.register("digits")
+def _digits(cfg: DictConfig) -> Raw:
+    return read_mnist_layout(ASSETS / "digits", "MNIST", "digits", 28)
+
+
+@DATASETS.register("mnist")
+def _mnist(cfg: DictConfig) -> Raw:
+    return read_mnist_layout(_root(cfg), "MNIST", "mnist", _image_size(cfg))
+
+
+@DATASETS.register("fashion_mnist")
+def _fashion_mnist(cfg: DictConfig) -> Raw:
+    return read_mnist_layout(_root(cfg), "FashionMNIST", "fashion_mnist", _image_size(cfg))
+
+
+@DATASETS.register("cifar10")
+def _cifar10(cfg: DictConfig) -> Raw:
+    return read_cifar10(_root(cfg))
+
+
+@DATASETS.register("image_folder")
 def _image_folder(cfg: DictConfig) -> Raw:
     images, labels = read_image_folder(_root(cfg), _whole(cfg, "image_size"), _whole(cfg, "channels"))
     test_idx, train_idx = _split_indices(len(images), _whole(cfg, "test_size"), _whole(cfg, "split_seed") + 1, "test_size")
     return {"train": (images[train_idx], labels[train_idx]), "test": (images[test_idx], labels[test_idx])}
-
-
-DATASETS: dict[str, Callable[[DictConfig], Raw]] = {
-    "digits": lambda cfg: read_mnist_layout(ASSETS / "digits", "MNIST", "digits", 28),
-    "mnist": lambda cfg: read_mnist_layout(_root(cfg), "MNIST", "mnist", _image_size(cfg)),
-    "fashion_mnist": lambda cfg: read_mnist_layout(_root(cfg), "FashionMNIST", "fashion_mnist", _image_size(cfg)),
-    "cifar10": lambda cfg: read_cifar10(_root(cfg)),
-    "image_folder": _image_folder,
-}
 
 
 def _split_indices(n: int, size: int, seed: int, key: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,8 +137,7 @@ class DataSplits:
 def load_dataset(cfg: DictConfig) -> DataSplits:
     """Read ``cfg.name`` and carve ``cfg.val_size`` validation images out of its train split."""
     name = str(cfg.name)
-    if name not in DATASETS:
-        raise GenctlError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+    read = DATASETS.get(name)
     if cfg.binarize not in BINARIZE:
         raise GenctlError(f"dataset.binarize={cfg.binarize} is not one of: {', '.join(BINARIZE)}")
     split_seed, val_size = _whole(cfg, "split_seed"), _whole(cfg, "val_size")
@@ -131,12 +146,12 @@ def load_dataset(cfg: DictConfig) -> DataSplits:
     except ValueError as e:
         raise GenctlError(str(e)) from e
     try:
-        raw = DATASETS[name](cfg)
+        raw = read(cfg)
     except GenctlError:
         if not cfg.get("download", False):
             raise
         download(name, _root(cfg))
-        raw = DATASETS[name](cfg)
+        raw = read(cfg)
     train, train_labels = raw["train"]
     test = raw["test"][0]
     if train.shape[1:] != test.shape[1:]:  # a model is built for the train images, and tested on the test images

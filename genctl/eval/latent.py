@@ -83,7 +83,7 @@ def kl_per_unit(means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
     return kl_normal(means.double(), logvars.double(), 0.0, 0.0).mean(0).to(means.dtype)
 
 
-def summary(means: torch.Tensor, logvars: torch.Tensor | None) -> dict[str, Any]:
+def latent_summary(means: torch.Tensor, logvars: torch.Tensor | None) -> dict[str, Any]:
     """What ``genctl eval`` files about a model's codes: ``active_units`` of ``latent_units``, and
     for a stochastic encoder the KL per unit (``kl_per_unit``, a list in unit order) and its sum
     ``kl_latent`` (the whole KL of a flat latent; the top group's of a hierarchy)."""
@@ -97,13 +97,13 @@ def summary(means: torch.Tensor, logvars: torch.Tensor | None) -> dict[str, Any]
 def latent_metrics(
     model: GenerativeModel, x: torch.Tensor, batch_size: int, labels: torch.Tensor | None = None
 ) -> dict[str, Any]:
-    """:func:`summary` of the codes of ``x``, as the likelihood's evaluation files it (genctl eval,
+    """:func:`latent_summary` of the codes of ``x``, as the likelihood's evaluation files it (genctl eval,
     the end-of-training test, ``genctl.nll``); nothing for a model without a latent space."""
-    return summary(*codes(model, x, batch_size, labels)) if isinstance(model, Encodes) else {}
+    return latent_summary(*codes(model, x, batch_size, labels)) if isinstance(model, Encodes) else {}
 
 
 def collapse_warning(found: dict[str, Any], where: str) -> str | None:
-    """A line saying that most latent units are inactive in :func:`summary` ``found`` (measured on
+    """A line saying that most latent units are inactive in :func:`latent_summary` ``found`` (measured on
     ``where``), or None: a model that ignores most of its latent space (posterior collapse, for a
     VAE) still reaches a fair ELBO, so nothing else would say it."""
     active, units = found["active_units"], found["latent_units"]

@@ -28,7 +28,6 @@ from genctl.runs.atomic import atomic_write
 
 log = logging.getLogger("genctl")
 
-MAP_FILE = "latent_map.png"  # in the run folder, written at the end of training
 MAP_PIXELS = 640  # the map is a square PNG of this side
 DPI = 100
 

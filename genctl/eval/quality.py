@@ -97,7 +97,7 @@ def quality(fake: torch.Tensor, real: torch.Tensor, extractor: FeatureExtractor)
     }
 
 
-def summarize(metrics: dict[str, Any]) -> str:
+def quality_line(metrics: dict[str, Any]) -> str:
     """One line: ``fid_clf 1.23, precision_clf 0.712, recall_clf 0.654 (10000 vs 10000 images; classifier-feature FID ...)``."""
     numbers = (
         f"fid_clf {metrics['fid_clf']:.4g}, precision_clf {metrics['precision_clf']:.3f}, recall_clf {metrics['recall_clf']:.3f}"

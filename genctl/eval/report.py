@@ -33,7 +33,7 @@ def bits_per_dim(nats: float, dims: int, discrete: bool) -> float:
     return (nats + offset) / (dims * math.log(2))
 
 
-def describe(means: dict[str, float], model: Likelihood, k: int) -> dict[str, Any]:
+def label_estimates(means: dict[str, float], model: Likelihood, k: int) -> dict[str, Any]:
     """Give every ``nll_*`` mean its bits/dim and estimator (``k``: the IWAE sample count); keep
     the other numbers (``kl``, ``mse``) as they are."""
     dims = math.prod(model.data_shape)
@@ -50,7 +50,7 @@ def describe(means: dict[str, float], model: Likelihood, k: int) -> dict[str, An
     return out
 
 
-def summarize(described: dict[str, Any]) -> str:
+def metrics_line(described: dict[str, Any]) -> str:
     """One line: ``nll_iwae 95.31 nats (0.1754 bits/dim, IWAE bound, k=100); kl 25.1000; active_units 12``
     (lists, such as the KL of each latent unit, are left to metrics.json)."""
     parts = []

@@ -23,7 +23,7 @@ class Loss(Protocol):
         ...
 
 
-LOSSES: Registry[Loss] = Registry("loss", "genctl.losses")
+LOSSES: Registry[type[Loss]] = Registry("loss", "genctl.losses")
 
 
 def build_loss(cfg: DictConfig, model: GenerativeModel, model_name: str) -> Loss:

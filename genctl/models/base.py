@@ -181,7 +181,7 @@ def is_conditional(model: Any) -> bool:
     return isinstance(model, ClassConditional) and model.num_classes > 0
 
 
-MODELS: Registry[GenerativeModel] = Registry("model", "genctl.models")
+MODELS: Registry[type[GenerativeModel]] = Registry("model", "genctl.models")
 
 
 def build_model(cfg: DictConfig, data_shape: tuple[int, int, int], binary: bool) -> GenerativeModel:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,11 +25,18 @@ import torch
 from genctl.errors import GenctlError
 from genctl.runtime import check_fits
 
-if TYPE_CHECKING:
-    from genctl.models.base import GenerativeModel
+
+class Checked(Protocol):
+    """What the checks read of a model (every :class:`genctl.models.base.GenerativeModel` has it)."""
+
+    data_shape: tuple[int, ...]
+    binary: bool
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        """The model's parameters: the first one's dtype is what floats are converted to."""
 
 
-def images(model: GenerativeModel, x: Any, what: str = "x") -> torch.Tensor:
+def images(model: Checked, x: Any, what: str = "x") -> torch.Tensor:
     """``x`` as a tensor of images ``model`` can score: a numpy array becomes a tensor, floats take
     the model's dtype; anything else than [N, C, H, W] images in the model's range is refused."""
     x = _tensor(x, what, "images [N, C, H, W]")
@@ -66,7 +74,7 @@ def images(model: GenerativeModel, x: Any, what: str = "x") -> torch.Tensor:
     return x if x.dtype == dtype else x.to(dtype)
 
 
-def labels(model: GenerativeModel, y: Any, n: int, what: str = "labels") -> torch.Tensor:
+def labels(model: Checked, y: Any, n: int, what: str = "labels") -> torch.Tensor:
     """``y`` as the class labels [n] of a class-conditional ``model``: integers in [0, num_classes)."""
     classes = int(getattr(model, "num_classes", 0))
     y = _tensor(y, what, f"class labels [{n}]")
@@ -80,7 +88,7 @@ def labels(model: GenerativeModel, y: Any, n: int, what: str = "labels") -> torc
     return y.long()
 
 
-def count(model: GenerativeModel, n: Any, what: str = "n") -> int:
+def count(model: Checked, n: Any, what: str = "n") -> int:
     """``n`` as a number of images to draw: a positive int whose images fit in memory."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise GenctlError(f"{what}={n!r} is not a whole number of images; pass an int >= 1")

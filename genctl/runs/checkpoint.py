@@ -24,19 +24,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors import SafetensorError, safe_open
 
-from genctl import __version__, distributed
+from genctl import distributed
 from genctl.errors import GenctlError
 from genctl.models.base import GenerativeModel, build_model
 from genctl.runs import schema
 from genctl.runs.atomic import atomic_write
+from genctl.runs.folder import BEST, EXPORT_CONFIG, EXPORT_WEIGHTS, resolve_checkpoint
 from genctl.runs.untrusted import UntrustedFileError, check_config, load_yaml
 from genctl.runtime import resolve_device
+from genctl.version import __version__
 
 FORMAT = 1
 # An export folder's files: the weights (safetensors, with genctl's entry in its header), the training config, the card.
-EXPORT_WEIGHTS = "model.safetensors"
-EXPORT_CONFIG = "config.yaml"
-EXPORT_CARD = "card.json"
 EXPORT_HEADER = "genctl"  # the header entry, a JSON object: these entries of the checkpoint, and the export's "source"
 EXPORT_STATE = ("format", "genctl_version", "data_shape", "binary", "progress")
 
@@ -55,30 +54,6 @@ def copy_checkpoint(source: Path, path: Path) -> None:
     :func:`save_checkpoint` writes: a reader never sees half of it."""
     with open(source, "rb") as f:
         atomic_write(path, lambda out: shutil.copyfileobj(f, out), "checkpoint")
-
-
-def is_export(folder: Path) -> bool:
-    """Whether ``folder`` is an export (its weights or its card are there; a run folder has neither)."""
-    return (folder / EXPORT_WEIGHTS).is_file() or (folder / EXPORT_CARD).is_file()
-
-
-def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
-    """A checkpoint file, a run folder (its ``prefer`` file, else ``last.pt``), or an export folder
-    (its ``model.safetensors``, whatever else the folder holds). ``prefer="last.pt"`` is a resume's
-    request, which an export cannot serve: it holds no training state to continue."""
-    p = Path(str(path)).expanduser()
-    if p.is_dir() and is_export(p):
-        p = p / EXPORT_WEIGHTS  # read_export says what is missing or broken there
-    elif p.is_dir():
-        for name in (prefer, "last.pt", "best.pt"):
-            if (p / name).is_file():
-                return p / name
-        raise GenctlError(f"no checkpoint in {p}: expected {prefer} or last.pt there")
-    elif not p.is_file():
-        raise GenctlError(f"checkpoint {p} does not exist; pass a .pt file, a run folder or an export folder")
-    if p.suffix == ".safetensors" and prefer == "last.pt":
-        raise GenctlError(f"{p.parent} is an export (weights and config, no training state): resume the run it came from")
-    return p
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", resuming: bool = False) -> dict[str, Any]:
@@ -198,7 +173,7 @@ def open_checkpoint(cfg: DictConfig) -> tuple[Path, dict[str, Any], GenerativeMo
     """``genctl eval`` and ``genctl sample``: (checkpoint path, state, model on ``cfg.device``, the
     training config, its dataset root replaced by ``cfg.data_root`` when given)."""
     device = distributed.local_device(resolve_device(str(cfg.device)))
-    path = resolve_checkpoint(cfg.ckpt, prefer="best.pt")
+    path = resolve_checkpoint(cfg.ckpt, prefer=BEST)
     state = load_checkpoint(path)
     model = restore_model(state, path).to(device)
     train_cfg = OmegaConf.create(state["config"])

@@ -26,26 +26,16 @@ from typing import Any
 import yaml
 from safetensors.torch import save
 
-from genctl import __version__
 from genctl.errors import GenctlError
 from genctl.models.base import GenerativeModel
 from genctl.runs.atomic import atomic_write, check_writable
-from genctl.runs.checkpoint import (
-    EXPORT_CARD,
-    EXPORT_CONFIG,
-    EXPORT_HEADER,
-    EXPORT_WEIGHTS,
-    FORMAT,
-    is_export,
-    load_checkpoint,
-    resolve_checkpoint,
-    restore_model,
-)
+from genctl.runs.checkpoint import EXPORT_HEADER, FORMAT, load_checkpoint, restore_model
+from genctl.runs.folder import BEST, EXPORT_CARD, EXPORT_CONFIG, EXPORT_WEIGHTS, RunFolder, is_export, resolve_checkpoint
 from genctl.runs.record import FILENAME, NLL, TEST, Evaluation, RunRecord, evaluation_name
+from genctl.version import __version__
 
 README = "README.md"
 FILES = (EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_CARD, README)
-DEFAULT_FOLDER = "export"  # inside the run folder
 
 
 @dataclass(frozen=True)
@@ -72,10 +62,10 @@ def export_checkpoint(ckpt: str | Path, out: str | Path | None = None, overwrite
     """Export a run's ``best.pt`` (or the checkpoint file ``ckpt``) into ``out`` (default
     ``<run>/export``). A folder that holds an earlier export is replaced only with ``overwrite``
     (its metrics.json goes too: it scored the earlier weights); any other non-empty folder is refused."""
-    path = resolve_checkpoint(ckpt, prefer="best.pt")
+    path = resolve_checkpoint(ckpt, prefer=BEST)
     if path.suffix == ".safetensors":
         raise GenctlError(f"{path.parent} is an export already; pass a run folder or one of its .pt checkpoints")
-    folder = Path(str(out)).expanduser() if out is not None else path.parent / DEFAULT_FOLDER
+    folder = Path(str(out)).expanduser() if out is not None else RunFolder(path.parent).export
     root = folder if out is not None else path.parent  # a planted RUN/export link is refused, not followed
     check_writable(folder / EXPORT_WEIGHTS, "the export", "pass out=DIR in a writable folder", root)
     _check_room(folder, path.parent, overwrite)
@@ -117,7 +107,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path | None = None, overwrite
 def _check_room(folder: Path, run: Path, overwrite: bool) -> None:
     """Refuse, before anything is read or written, a folder the export would clobber or hide a run in."""
     if folder.resolve() == run.resolve():
-        default = run / DEFAULT_FOLDER
+        default = RunFolder(run).export
         raise GenctlError(f"out={folder} is the run folder itself; export into a folder of its own (default: {default})")
     if folder.exists() and not folder.is_dir():
         raise GenctlError(f"out={folder} is a file; pass a folder")
@@ -134,7 +124,7 @@ def _check_room(folder: Path, run: Path, overwrite: bool) -> None:
 def _test_of(record: RunRecord, checkpoint: str) -> tuple[str, Evaluation, NLL] | None:
     """The test evaluation of ``checkpoint`` in its run's record (its name there, itself, its NLL).
     For best.pt the run's own end-of-training test comes first (the number genctl compare shows)."""
-    names = [TEST] if checkpoint == "best.pt" else []
+    names = [TEST] if checkpoint == BEST else []
     for name in [*names, evaluation_name(TEST, checkpoint)]:
         nll = record.evaluations[name].best_nll() if name in record.evaluations else None
         if nll is not None:

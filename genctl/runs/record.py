@@ -30,8 +30,8 @@ from typing import Any
 
 from genctl.errors import GenctlError
 from genctl.runs.atomic import atomic_write
+from genctl.runs.folder import RECORD as FILENAME
 
-FILENAME = "metrics.json"
 TEST = "test"  # the end-of-training test of best.pt
 SPLITS = ("test", "val", "train")  # evaluation names that files written before the _split lines may hold alone
 # The exact likelihood when the model has one; else the IWAE bound (never looser than the ELBO); else the ELBO.

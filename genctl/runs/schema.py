@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from genctl.runs.progress import Progress
+
 NoneType = type(None)
 NUMBER = (int, float)
 PLAIN = (str, int, float, bool, NoneType)  # a config's values besides mappings and lists, as OmegaConf holds them
@@ -92,10 +94,8 @@ RNG = Entries(
 
 
 def training() -> Entries:
-    """What a resume reads besides (:func:`genctl.train.state.restore`): the optimizer's and the data
+    """What a resume reads besides (the loop's restore): the optimizer's and the data
     order's state, every random stream, and where training stood, as exactly :class:`Progress`'s fields."""
-    from genctl.train.state import Progress  # imports the data readers: only a resume needs it
-
     progress = {f.name: int if f.type in (int, "int") else NUMBER for f in fields(Progress)}
     return Entries(
         required={

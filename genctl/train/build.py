@@ -21,7 +21,8 @@ from genctl.eval.evaluate import EvalOptions
 from genctl.losses import Loss, build_loss
 from genctl.models import GenerativeModel, build_model
 from genctl.models.base import is_conditional
-from genctl.runs.checkpoint import resolve_checkpoint
+from genctl.runs.folder import LAST, RunFolder, resolve_checkpoint
+from genctl.runs.progress import Progress
 from genctl.runtime import check_fits, check_seed, resolve_device, seed_everything
 from genctl.train.cadence import Every
 from genctl.train.ema import EMA
@@ -30,7 +31,6 @@ from genctl.train.loop import Schedule, Trainer
 from genctl.train.optim import build_optimizer, build_schedule
 from genctl.train.precision import resolve_precision
 from genctl.train.report import Report
-from genctl.train.state import Progress
 from genctl.train.step import LossStep, TrainStep
 from genctl.train.trackers import chosen_loggers, trackers
 from genctl.train.validation import Validation
@@ -62,6 +62,7 @@ class TrainerOptions:
     num_reconstructions: int
     latent_map: int  # test images in the map of the codes (genctl.eval.pictures)
     val_batch_size: int
+    val_images: int | None  # the first images of the validation split that pick best.pt (None: all of them)
     test_at_end: bool
     precision: Literal[32, "bf16", "fp16", "auto"]
     skip_nonfinite: bool
@@ -76,6 +77,8 @@ class TrainerOptions:
         for name in ("num_samples", "num_reconstructions"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: no such grid), got {getattr(self, name)}")
+        if self.val_images is not None and self.val_images < 1:
+            raise ValueError(f"val_images must be >= 1 (null: the whole validation split), got {self.val_images}")
         if self.latent_map < 0:
             raise ValueError(f"latent_map is a number of test images and must be >= 0 (0: no map), got {self.latent_map}")
         check_seed(self.seed)
@@ -127,10 +130,11 @@ def build_step(
     )
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = None) -> Trainer:
-    """Everything ``cfg`` describes, built and resumed where ``cfg.resume`` says. Rank 0 gets
-    ``hooks``, by default the progress bar, history, log lines, the final report and the loggers
-    of ``cfg.logger`` (TensorBoard, MLflow, W&B)."""
+def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = None) -> tuple[Trainer, Report | None]:
+    """Everything ``cfg`` describes, built and resumed where ``cfg.resume`` says, and the report that
+    follows the loop (rank 0 with genctl's own hooks; None otherwise). Rank 0 gets ``hooks``, by
+    default the progress bar, history, log lines and the loggers of ``cfg.logger`` (TensorBoard,
+    MLflow, W&B)."""
     opts = trainer_options(cfg)
     if "fid" in cfg.eval.metrics:  # said before any data is read, not silently left out at the end
         raise GenctlError(
@@ -169,7 +173,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
         shard=(rank, world),
     )
     scored = model if step.ema is None else step.ema.model  # what validation, image grids and the test use
-    val = Validation(scored, data.fixed("val").to(device), labels["val"], opts.val_batch_size, opts.seed)
+    picks = slice(opts.val_images)  # the first val_images validation images (all with null)
+    val_labels = None if labels["val"] is None else labels["val"][picks]
+    val = Validation(scored, data.fixed("val")[picks].to(device), val_labels, opts.val_batch_size, opts.seed)
     schedule = Schedule(
         epochs=opts.epochs,
         log_every=opts.log_every,
@@ -182,19 +188,19 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
         marks=tuple(60 * m for m in opts.keep_best_at),
     )
     meta = {"config": OmegaConf.to_container(cfg, resolve=True), "data_shape": list(data.shape), "binary": data.binary}
+    report = None
     if hooks is None:
         grids = ImageGrids(scored, val.x, val.labels, opts.num_samples, opts.num_reconstructions, opts.seed)
         test = build("eval", EvalOptions, cfg.eval) if opts.test_at_end else None
         latent_map = (opts.latent_map, opts.val_batch_size)
         report = Report(run_dir, str(cfg.model.name), data, labels["test"], grids, device, test, latent_map)
-        # the report publishes the test numbers and the final grids: it ends before the loggers close
-        hooks = [ProgressBar(), History(run_dir / "history.jsonl"), EpochLog(), report, LatentUnits(val)]
-        hooks += [TensorBoard(run_dir / "tb", grids)] if "tensorboard" in loggers else []
+        hooks = [ProgressBar(), History(RunFolder(run_dir).history), EpochLog(), LatentUnits(val)]
+        hooks += [TensorBoard(RunFolder(run_dir).tensorboard, grids)] if "tensorboard" in loggers else []
         hooks += trackers(loggers, cfg.tracking, meta["config"], run_dir, grids)
     trainer = Trainer(model, loss_fn, step, batches, lr, val, schedule, run_dir, meta, hooks if rank == 0 else [])
-    resume = cfg.resume or distributed.restart_checkpoint(run_dir)
+    resume = cfg.resume or RunFolder(run_dir).restart_checkpoint()
     if resume:
-        trainer.resume(resolve_checkpoint(resume, prefer="last.pt"))
+        trainer.resume(resolve_checkpoint(resume, prefer=LAST))
     log.info(
         "model %s (%s parameters) on %s, precision %s: %d train / %d val / %d test images %s, binarize=%s",
         cfg.model.name,
@@ -207,7 +213,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
         "x".join(map(str, data.shape)),
         data.binarize,
     )
-    return trainer
+    return trainer, report if rank == 0 else None
 
 
 def train(cfg: DictConfig, run_dir: Path) -> Progress:
@@ -230,9 +236,13 @@ def _fit(cfg: DictConfig, run_dir: Path) -> Progress:
     trainer, start = None, 0
     try:
         with distributed.lost_peers_in_one_line():
-            trainer = build_trainer(cfg, run_dir)
+            trainer, report = build_trainer(cfg, run_dir)
             start = trainer.progress.step
-            return trainer.fit()
+            stop, train_means = trainer.fit()
+            if report is not None:
+                report.run(trainer, stop, train_means)
+            trainer.emit("on_train_end", stop, train_means)
+            return trainer.progress
     except BaseException as e:
         if trainer is not None:
             trainer.emit("on_failure", e)  # the trackers mark their run failed, or killed

@@ -61,3 +61,71 @@ class Every:
         if self.unit == "percent":
             return epoch_done and share <= self.n / 100
         return seconds_since >= self.n
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the loop logs (steps), validates, saves last.pt and draws images (each on its own
+    cadence), and stops."""
+
+    epochs: int
+    log_every: int
+    val_every: Every
+    ckpt_every: Every
+    sample_every: Every
+    max_steps: int | None
+    max_seconds: float | None
+    clock: str  # what max_seconds counts: "wall" or "cpu" (trainer.clock)
+    marks: tuple[float, ...] = ()  # seconds on that clock where best.pt is kept as best@<minutes>min.pt
+
+
+class Events:
+    """The loop's events (validation, last.pt, image grids, best.pt kept at a mark) and when each
+    falls: its cadence, when it last happened on the budget's clock, and what it cost last time."""
+
+    NAMES = ("val", "ckpt", "sample", "mark")  # in the order they happen when due together
+
+    def __init__(self, schedule: Schedule, now: float, val_images: int) -> None:
+        self.cadences = (schedule.val_every, schedule.ckpt_every, schedule.sample_every)
+        self.last = dict.fromkeys(self.NAMES, now)
+        self.cost: dict[str, float | None] = dict.fromkeys(self.NAMES)  # wall seconds; None: not run yet
+        self.marks = [m for m in schedule.marks if m > now]  # trainer.keep_best_at still ahead
+        self.val_images = val_images
+
+    def clock_bound(self, epoch_done: bool) -> bool:
+        """Whether an event may fall by a clock now, which differs between processes (they must agree)."""
+        return bool(self.marks) or any(e.unit == "seconds" or (e.timed and epoch_done) for e in self.cadences)
+
+    def expected_cost(self, name: str, images_per_s: float) -> float:
+        """Wall seconds the event took last time. A validation not yet run is priced from the training
+        speed (a forward pass of the split at a third of a training step's cost per image), so that a
+        run too short to afford it does not pay for it at its first epoch's end."""
+        if name == "val" and self.cost[name] is None:
+            return self.val_images / (3 * images_per_s) if images_per_s > 0 else 0.0
+        return self.cost[name] or 0.0
+
+    def mark_reached(self, now: float) -> bool:
+        return bool(self.marks) and now >= self.marks[0]
+
+    def due(
+        self, epoch: int, step: int, now: float, elapsed: float, outside: float, epoch_done: bool, images_per_s: float
+    ) -> list[bool]:
+        """Which events fall now (``now``: the budget's clock; ``elapsed`` and ``outside``: wall seconds of
+        training and of it outside the steps). An event that falls adds its cost to the time outside
+        the steps the next one is judged by; a mark also validates, to keep the best weights up to it."""
+        due = []
+        for name, every in zip(self.NAMES, self.cadences):
+            cost = self.expected_cost(name, images_per_s)
+            share = (outside + cost) / max(elapsed + cost, 1e-9)
+            due.append(every.due(epoch, step, now - self.last[name], epoch_done, share))
+            outside += cost if due[-1] else 0.0
+        due.append(self.mark_reached(now))
+        due[0] = due[0] or due[-1]
+        return due
+
+    def passed_marks(self, now: float) -> list[float]:
+        """The marks ``now`` has reached, in minutes, taken off the list."""
+        passed = []
+        while self.mark_reached(now):
+            passed.append(self.marks.pop(0) / 60)
+        return passed

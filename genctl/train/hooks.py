@@ -16,19 +16,22 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
+from genctl.data import Batches
 from genctl.eval.evaluate import evaluating
 from genctl.eval.latent import collapse_warning, latent_metrics
 from genctl.images import make_grid
 from genctl.models.base import GenerativeModel, Reconstructs, Sampler
 from genctl.runs.atomic import append_text, refuse_links
+from genctl.runs.progress import Progress
+from genctl.train.cadence import Schedule
+from genctl.train.step import TrainStep
 
 if TYPE_CHECKING:
-    from genctl.train.loop import Trainer
     from genctl.train.validation import Validation
 
 log = logging.getLogger("genctl")
@@ -36,38 +39,52 @@ log = logging.getLogger("genctl")
 EMBEDDING = "latent_codes"  # the projector's name for the codes of the latent map
 
 
+class Training(Protocol):
+    """What a hook reads of the run it watches (:class:`genctl.train.loop.Trainer`)."""
+
+    progress: Progress
+    batches: Batches
+    schedule: Schedule
+    step: TrainStep
+    images_per_s: float  # of the latest window of steps
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every hook."""
+
+
 class Hook:
-    def on_train_begin(self, trainer: Trainer) -> None:
+    def on_train_begin(self, trainer: Training) -> None:
         """After resuming, before the first step."""
 
-    def on_epoch_begin(self, trainer: Trainer) -> None:
+    def on_epoch_begin(self, trainer: Training) -> None:
         """Before the epoch's first batch, or the next batch of an epoch that paused (for an event
         counted in steps or seconds) or was resumed."""
 
-    def on_step(self, trainer: Trainer) -> None:
+    def on_step(self, trainer: Training) -> None:
         """After every step, applied or skipped."""
 
-    def on_scalars(self, trainer: Trainer, split: str, values: dict[str, float]) -> None:
+    def on_scalars(self, trainer: Training, split: str, values: dict[str, float]) -> None:
         """Numbers at the current step: ``train`` (window means, lr, images/s), ``val``, ``test``."""
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: Training) -> None:
         """After the epoch's last batch, or the step a stop condition or an event due in steps or
         seconds paused it on."""
 
-    def on_validation(self, trainer: Trainer, train_means: dict[str, float], val: dict[str, float], improved: bool) -> None:
+    def on_validation(self, trainer: Training, train_means: dict[str, float], val: dict[str, float], improved: bool) -> None:
         """After a validation (``val`` is empty without a validation split); ``improved``: best.pt was written."""
 
-    def on_images(self, trainer: Trainer) -> None:
+    def on_images(self, trainer: Training) -> None:
         """When the image grids are due (``trainer.sample_every``)."""
 
-    def on_codes(self, trainer: Trainer, means: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> None:
+    def on_codes(self, trainer: Training, means: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> None:
         """At the end, best.pt's codes [N, D] of the test images [N, C, H, W] of the latent map,
         with their classes [N] (``trainer.latent_map``; latent models on labelled data only)."""
 
-    def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
-        """After the last step and the last validation and checkpoint; ``stop``: why training ended."""
+    def on_train_end(self, trainer: Training, stop: str, train_means: dict[str, float]) -> None:
+        """After the last step, the last validation and checkpoint, and the report (best.pt tested, metrics.json
+        written); ``stop``: why training ended."""
 
-    def on_failure(self, trainer: Trainer, error: BaseException) -> None:
+    def on_failure(self, trainer: Training, error: BaseException) -> None:
         """Training ended with ``error`` (a Ctrl-C or signal, a non-finite loss, a bug) instead of
         ``on_train_end``, or in it; the error goes on to the caller after every hook has seen it."""
 
@@ -113,7 +130,7 @@ class ImageGrids:
 class ProgressBar(Hook):
     """One tqdm bar per epoch, with the latest window's mean loss."""
 
-    def on_epoch_begin(self, trainer: Trainer) -> None:
+    def on_epoch_begin(self, trainer: Training) -> None:
         batches = trainer.batches
         self.bar = tqdm(
             total=len(batches),
@@ -123,14 +140,14 @@ class ProgressBar(Hook):
             leave=False,
         )
 
-    def on_step(self, trainer: Trainer) -> None:
+    def on_step(self, trainer: Training) -> None:
         self.bar.update()
 
-    def on_scalars(self, trainer: Trainer, split: str, values: dict[str, float]) -> None:
+    def on_scalars(self, trainer: Training, split: str, values: dict[str, float]) -> None:
         if split == "train":
             self.bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_epoch_end(self, trainer: Training) -> None:
         self.bar.close()
 
 
@@ -141,22 +158,22 @@ class TensorBoard(Hook):
     def __init__(self, folder: Path, grids: ImageGrids) -> None:
         self.folder, self.grids = folder, grids
 
-    def on_train_begin(self, trainer: Trainer) -> None:
+    def on_train_begin(self, trainer: Training) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when training
 
         refuse_links(self.folder)  # its event files get new names; the folder itself must not lead elsewhere
         # a resumed run drops what its earlier life logged after the checkpoint it continues from
         self.writer = SummaryWriter(str(self.folder), purge_step=trainer.progress.step or None)
 
-    def on_scalars(self, trainer: Trainer, split: str, values: dict[str, float]) -> None:
+    def on_scalars(self, trainer: Training, split: str, values: dict[str, float]) -> None:
         for name, value in values.items():
             self.writer.add_scalar(f"{split}/{name}", value, trainer.progress.step)
 
-    def on_images(self, trainer: Trainer) -> None:
+    def on_images(self, trainer: Training) -> None:
         for name, grid in self.grids.at_step(trainer.progress.step).items():
             self.writer.add_image(name, make_grid(grid), trainer.progress.step)
 
-    def on_codes(self, trainer: Trainer, means: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> None:
+    def on_codes(self, trainer: Training, means: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> None:
         step = trainer.progress.step
         # the projector's files are written by tensorboard, which follows links: none may be on their way
         written = [f"{step:05d}/{EMBEDDING}/{name}" for name in ("tensors.tsv", "metadata.tsv", "sprite.png")]
@@ -165,7 +182,7 @@ class TensorBoard(Hook):
         with contextlib.redirect_stdout(io.StringIO()):  # its print when a resumed run's last step had one
             self.writer.add_embedding(means, [int(c) for c in labels], images.float(), step, EMBEDDING)
 
-    def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
+    def on_train_end(self, trainer: Training, stop: str, train_means: dict[str, float]) -> None:
         self.writer.close()
 
 
@@ -176,7 +193,7 @@ class History(Hook):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def on_validation(self, trainer: Trainer, train_means: dict[str, float], val: dict[str, float], improved: bool) -> None:
+    def on_validation(self, trainer: Training, train_means: dict[str, float], val: dict[str, float], improved: bool) -> None:
         progress = trainer.progress
         record = {
             "epoch": progress.epoch,
@@ -191,7 +208,7 @@ class History(Hook):
 class EpochLog(Hook):
     """The log line of each validation: losses, whether best.pt improved, speed and time."""
 
-    def on_validation(self, trainer: Trainer, train_means: dict[str, float], val: dict[str, float], improved: bool) -> None:
+    def on_validation(self, trainer: Training, train_means: dict[str, float], val: dict[str, float], improved: bool) -> None:
         progress = trainer.progress
         log.info(
             "epoch %d/%d step %d  train loss %.4f  val loss %s%s  %.0f img/s  %.0fs",
@@ -215,7 +232,7 @@ class LatentUnits(Hook):
     def __init__(self, val: Validation) -> None:
         self.val = val
 
-    def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
+    def on_train_end(self, trainer: Training, stop: str, train_means: dict[str, float]) -> None:
         if len(self.val.x) < 2:
             return
         found = latent_metrics(self.val.model, self.val.x, self.val.batch_size, self.val.labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,34 +11,35 @@ import torch
 from omegaconf import DictConfig
 
 from genctl.config import build
-from genctl.errors import GenctlError
+from genctl.registry import Registry
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+OPTIMIZERS: Registry[type[torch.optim.Optimizer]] = Registry("optimizer")
+OPTIMIZERS.add("adam", torch.optim.Adam)
+OPTIMIZERS.add("rmsprop", torch.optim.RMSprop)
 
 
 def build_optimizer(cfg: DictConfig, params) -> torch.optim.Optimizer:
     name = str(cfg.name)
-    if cfg.schedule not in SCHEDULES:
-        raise GenctlError(f"optim.schedule={cfg.schedule} is not one of: {', '.join(SCHEDULES)}")
-    if name not in OPTIMIZERS:
-        raise GenctlError(f"unknown optimizer '{name}'; choose one of: {', '.join(OPTIMIZERS)}")
+    optimizer = OPTIMIZERS.get(name)
+    SCHEDULES.get(str(cfg.schedule))  # an unknown schedule fails here, before any training
     options = {k: v for k, v in cfg.items() if k not in ("name", "schedule", "lr_warmup_steps")}
     if "betas" in options:
         options["betas"] = tuple(options["betas"])
-    return build(f"optim '{name}'", OPTIMIZERS[name], options, params=params)
+    return build(f"optim '{name}'", optimizer, options, params=params)
 
 
-SCHEDULES = ("constant", "cosine")
+# the LR's shape after warm-up, as a multiplier of the fraction of the run done (by epochs or by time)
+SCHEDULES: Registry[Callable[[float], float]] = Registry("optim.schedule")
+SCHEDULES.add("constant", lambda progress: 1.0)
+SCHEDULES.add("cosine", lambda progress: 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
 def lr_factor(schedule: str, warmup_steps: int, step: int, progress: float) -> float:
-    """Multiplier on the base LR: linear warm-up over ``warmup_steps``, then constant, or a cosine
-    decay to 0 as ``progress`` (the fraction of the run done, by epochs or by time) goes to 1."""
+    """Multiplier on the base LR: linear warm-up over ``warmup_steps``, then the schedule's shape
+    (constant, or a cosine decay to 0 as ``progress`` goes to 1, so it ends where the budget does)."""
     if warmup_steps and step < warmup_steps:
         return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return SCHEDULES.get(schedule)(progress)
 
 
 @dataclass

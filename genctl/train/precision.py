@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-# torch.cpu.get_capabilities()'s names (the CPU flags of /proc/cpuinfo) for native bf16 arithmetic
-CPU_BF16 = {"avx512_bf16": "AVX512_BF16", "amx_bf16": "AMX-BF16"}
+from genctl.runtime import CPU_BF16
+
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

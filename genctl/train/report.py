@@ -1,4 +1,5 @@
-"""The end of training: best.pt's image grids, map of codes and test numbers, and the run's metrics.json."""
+"""The step of ``train()`` after the loop: best.pt's image grids, map of codes and test numbers, and
+the run's metrics.json."""
 
 from __future__ import annotations
 
@@ -11,29 +12,28 @@ import torch
 
 from genctl.data import DataSplits
 from genctl.errors import GenctlError
-from genctl.eval.evaluate import EvalOptions, evaluate
-from genctl.eval.latent import codes, summary
-from genctl.eval.pictures import MAP_FILE, labelled, save_map
-from genctl.eval.report import describe, summarize
+from genctl.eval.evaluate import EvalOptions
+from genctl.eval.latent import codes
+from genctl.eval.pictures import labelled, save_map
+from genctl.eval.report import metrics_line
+from genctl.eval.score import score
 from genctl.images import save_grid
 from genctl.models.base import Encodes, GenerativeModel
 from genctl.runs.checkpoint import load_checkpoint, load_weights
-from genctl.runs.record import TEST, Evaluation, RunRecord
-from genctl.train.hooks import Hook, ImageGrids
+from genctl.runs.folder import RunFolder
+from genctl.runs.record import TEST, RunRecord
+from genctl.train.hooks import ImageGrids, Training
 
 if TYPE_CHECKING:
-    from genctl.train.loop import Trainer
-    from genctl.train.state import Progress
+    from genctl.runs.progress import Progress
 
 log = logging.getLogger("genctl")
 
 
-class Report(Hook):
+class Report:
     """Reload best.pt, save its image grids, test it (``test`` None: not tested) and write metrics.json,
     keeping the evaluations genctl eval filed there (under their own names) while the run trained.
-
-    It publishes the test numbers to the other hooks, so it must end before TensorBoard does.
-    """
+    What it measured goes to the hooks (test numbers, the map's codes) before they end."""
 
     def __init__(
         self,
@@ -50,7 +50,8 @@ class Report(Hook):
         self.grids, self.device, self.test = grids, device, test
         self.latent_map = latent_map  # (test images in the map, 0: no map; images per encoder pass)
 
-    def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
+    def run(self, trainer: Training, stop: str, train_means: dict[str, float]) -> None:
+        """Report the run ``trainer`` trained (``stop``: why it ended; ``train_means``: the last epoch's losses)."""
         progress, model, data = trainer.progress, self.grids.model, self.data  # the scored model: the average with trainer.ema
         record = RunRecord(
             model=self.model_name,
@@ -73,7 +74,7 @@ class Report(Hook):
             best_val_loss=progress.best_val,
             train_loss=train_means.get("loss"),
         )
-        best = self.run_dir / "best.pt"
+        best = RunFolder(self.run_dir).best
         log.info(
             "outside the optimizer steps (validation, checkpoints, image grids, logs): %.1fs, %.1f%% of %.0fs of training",
             progress.outside,
@@ -86,20 +87,15 @@ class Report(Hook):
             raise GenctlError(record.error)
         load_weights(model, load_checkpoint(best, map_location=self.device), best, averaged=True)
         grids, record.samples_per_s = self.grids.draw()
-        record.images = [str(save_grid(grid, self.run_dir / f"{name}.png")) for name, grid in grids.items()]
+        record.images = [str(save_grid(grid, RunFolder(self.run_dir).grid(name))) for name, grid in grids.items()]
         test_codes = self.test_codes(model)
         record.images += self.draw_map(trainer, test_codes)
         if self.test is not None:
-            t = self.test
-            x = data.fixed("test").to(self.device)
-            means = evaluate(
-                model, x, t.batch_size, t.k, t.chunk, t.seed, progress=True, labels=self.test_labels, compile=t.compile
-            )
             about = f"{data.protocol}; test split, checkpoint best.pt"
-            metrics = {**describe(means, model, t.k), **(summary(*test_codes) if test_codes else {})}
-            record.evaluations[TEST] = Evaluation(metrics, about)
-            trainer.emit("on_scalars", "test", means)
-            log.info("test (best.pt): %s", summarize(record.evaluations[TEST].metrics))
+            x = data.fixed("test").to(self.device)
+            record.evaluations[TEST] = score(model, x, self.test, about, self.test_labels, test_codes, progress=True)
+            trainer.emit("on_scalars", "test", record.evaluations[TEST].scalars())
+            log.info("test (best.pt): %s", metrics_line(record.evaluations[TEST].metrics))
         self.write(record)
 
     def test_codes(self, model: GenerativeModel) -> tuple[torch.Tensor, torch.Tensor | None] | None:
@@ -110,7 +106,7 @@ class Report(Hook):
             return None
         return codes(model, self.data.fixed("test"), batch_size, self.test_labels)
 
-    def draw_map(self, trainer: Trainer, test_codes: tuple[torch.Tensor, torch.Tensor | None] | None) -> list[str]:
+    def draw_map(self, trainer: Training, test_codes: tuple[torch.Tensor, torch.Tensor | None] | None) -> list[str]:
         """latent_map.png: the codes of the first test images by class (:mod:`genctl.eval.pictures`),
         which go to the other hooks too (TensorBoard's projector); nothing for a model without a
         latent space or data without classes. Returns the file written, if any."""
@@ -123,7 +119,7 @@ class Report(Hook):
             return []
         x = self.data.fixed("test")[:images]
         means = test_codes[0][:images]
-        path = self.run_dir / MAP_FILE
+        path = RunFolder(self.run_dir).grid("latent_map")
         save_map(path, means, labels, f"test codes of {self.model_name}, best.pt (step {trainer.progress.step})")
         trainer.emit("on_codes", means, labels, x)
         return [str(path)]

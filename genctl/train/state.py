@@ -4,10 +4,10 @@ uninterrupted one takes."""
 
 from __future__ import annotations
 
-import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,24 +16,12 @@ from torch import nn
 
 from genctl import distributed
 from genctl.data import Batches
+from genctl.errors import GenctlError
+from genctl.runs.progress import Progress
 from genctl.train.optim import LRSchedule
 
 if TYPE_CHECKING:
     from genctl.train.step import TrainStep
-
-
-@dataclass
-class Progress:
-    """Where training stands; saved in every checkpoint."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimizer steps taken
-    elapsed: float = 0.0  # wall-clock seconds spent training, summed over resumes
-    cpu_seconds: float = 0.0  # this process's CPU seconds (all threads) spent training, summed over resumes
-    best_val: float = math.inf
-    best_epoch: int = 0
-    skipped: int = 0  # steps with a non-finite loss, not applied (trainer.skip_nonfinite)
-    outside: float = 0.0  # wall-clock seconds of the training time spent outside the steps (validation, checkpoints, grids, logs)
 
 
 class Stopwatch:
@@ -99,10 +87,21 @@ def capture(model: nn.Module, step: TrainStep, lr: LRSchedule, batches: Batches,
     }
 
 
-def restore(state: dict[str, Any], step: TrainStep, batches: Batches) -> Progress:
-    """Put a checkpoint's optimizer state, data order and random streams back (the weights are
-    loaded apart, with a clear error on a mismatch); where training stood. The optimizer's settings
-    and the LR schedule are the resumed run's own config: what a resume may change takes effect."""
+def restore(state: dict[str, Any], step: TrainStep, batches: Batches, path: Path) -> Progress:
+    """Put checkpoint ``path``'s optimizer state, data order and random streams back (the weights
+    are loaded apart, with a clear error on a mismatch); where training stood. The optimizer's
+    settings and the LR schedule are the resumed run's own config: what a resume may change takes effect."""
+    try:
+        return _restore(state, step, batches)
+    except (RuntimeError, ValueError) as e:  # torch's, numpy's and random's own checks of what they restore
+        what = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise GenctlError(
+            f"checkpoint {path} cannot be resumed: its training state does not fit this run ({what}); "
+            "resume from a checkpoint genctl train wrote for this model"
+        ) from e
+
+
+def _restore(state: dict[str, Any], step: TrainStep, batches: Batches) -> Progress:
     settings = [{k: v for k, v in group.items() if k != "params"} for group in step.optimizer.param_groups]
     step.optimizer.load_state_dict(state["optimizer"])
     for group, own in zip(step.optimizer.param_groups, settings):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from genctl import distributed
+from genctl.errors import GenctlError
 from genctl.losses import Loss
 from genctl.models import GenerativeModel
+from genctl.runs.checkpoint import load_checkpoint
+from genctl.runs.progress import Progress
 from genctl.train.ema import EMA
 from genctl.train.precision import Precision
-from genctl.train.state import Progress
 
 
 class LossStep(nn.Module):
@@ -52,7 +56,7 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out["loss"]).backward()
         progress.step += 1
-        if self.skip_nonfinite and distributed.max_code(int(not torch.isfinite(out["loss"].detach()).item())):
+        if self.skip_nonfinite and distributed.largest_on_any_rank(int(not torch.isfinite(out["loss"].detach()).item())):
             progress.skipped += 1
             return None
         if self.grad_clip > 0:
@@ -63,3 +67,49 @@ class TrainStep:
         if self.ema is not None:
             self.ema.update()
         return {name: value.detach() for name, value in out.items()}
+
+
+@dataclass
+class LossWindow:
+    """The steps since the last log line: losses summed where they were computed (on the device,
+    read once per ``trainer.log_every`` steps: one sync), and each step's loss to name the one that
+    went non-finite."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    losses: list[torch.Tensor] = field(default_factory=list)
+    steps: int = 0  # steps applied (a skipped one adds images, not losses)
+    images: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+    def add(self, out: dict[str, torch.Tensor] | None, images: int) -> None:
+        """One step's losses (None: skipped) and batch size."""
+        self.images += images
+        if out is None:
+            return
+        for name, value in out.items():
+            self.sums[name] = self.sums.get(name, 0) + value
+        self.losses.append(out["loss"])
+        self.steps += 1
+
+    def steps_since_nonfinite(self) -> int:
+        """How many steps before the window's last its first non-finite loss came (0 where none is
+        local: another rank's loss was the non-finite one)."""
+        values = torch.stack(self.losses).float().cpu()
+        bad = torch.nonzero(~torch.isfinite(values)).flatten()
+        return len(self.losses) - 1 - int(bad[0]) if len(bad) else 0
+
+
+def nonfinite_error(step: int, position: str, means: dict[str, float], last: Path) -> GenctlError:
+    """What stops a run whose loss went non-finite at ``step`` (``position``: its epoch and batch):
+    the checkpoints on disk predate it and are left alone; ``last``, where one was written, is the
+    one to go back to."""
+    kept = (
+        f"the last good checkpoint is {last} (step {load_checkpoint(last)['progress']['step']})"
+        if last.is_file()
+        else "no checkpoint had been written yet"
+    )
+    return GenctlError(
+        f"non-finite loss at step {step} ({position}; window means "
+        f"{', '.join(f'{k}={v:.4g}' for k, v in means.items())}); {kept}: lower optim.lr, set "
+        "trainer.grad_clip, or trainer.skip_nonfinite=true to skip such steps"
+    )

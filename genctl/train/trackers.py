@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,11 +39,9 @@ from omegaconf import DictConfig
 from genctl.config import build, plain
 from genctl.errors import GenctlError
 from genctl.images import make_grid
-from genctl.runs.record import FILENAME, RunRecord
-from genctl.train.hooks import Hook, ImageGrids
-
-if TYPE_CHECKING:
-    from genctl.train.loop import Trainer
+from genctl.runs.folder import RunFolder
+from genctl.runs.record import RunRecord
+from genctl.train.hooks import Hook, ImageGrids, Training
 
 log = logging.getLogger("genctl")
 
@@ -188,32 +186,32 @@ class Tracker(Hook, ABC):
             problem,
         )
 
-    def on_train_begin(self, trainer: Trainer) -> None:
+    def on_train_begin(self, trainer: Training) -> None:
         self.start()
         self.open = True
         self.guarded("recording the config", self.log_config)
 
-    def on_scalars(self, trainer: Trainer, split: str, values: dict[str, float]) -> None:
+    def on_scalars(self, trainer: Training, split: str, values: dict[str, float]) -> None:
         step = trainer.progress.step
         scalars = {f"{split}/{name}": float(value) for name, value in values.items()}
         self.guarded(f"logging {split} scalars at step {step}", lambda: self.log_scalars(scalars, step))
 
-    def on_images(self, trainer: Trainer) -> None:
+    def on_images(self, trainer: Training) -> None:
         if self.off:  # drawing the grids is the model's work: none for a tracker that is off
             return
         step = trainer.progress.step
         images = {name: grid_image(grid) for name, grid in self.grids.at_step(step).items()}
         self.guarded(f"logging images at step {step}", lambda: self.log_images(images, step))
 
-    def on_train_end(self, trainer: Trainer, stop: str, train_means: dict[str, float]) -> None:
+    def on_train_end(self, trainer: Training, stop: str, train_means: dict[str, float]) -> None:
         """After the report (earlier in the hook list): its grids of best.pt and the record, as files."""
         images = RunRecord.read(self.run_dir, missing_ok=True).images
-        paths = [Path(p) for p in images if Path(p).is_file()] + [self.run_dir / FILENAME]
+        paths = [Path(p) for p in images if Path(p).is_file()] + [RunFolder(self.run_dir).record]
         self.guarded("saving the run's files", lambda: self.log_files(paths))
         self.guarded("closing the run", lambda: self.close(None))
         self.open = False
 
-    def on_failure(self, trainer: Trainer, error: BaseException) -> None:
+    def on_failure(self, trainer: Training, error: BaseException) -> None:
         """Mark the run failed; a tracker that cannot is one warning line: the error that ended
         training is the one to report."""
         if not self.open:
