@@ -16,6 +16,11 @@ from genctl.errors import GenctlError
 
 T = TypeVar("T")
 
+# The config groups genctl ships for training (configs/<group>/), and the sections of the composed
+# config they fill: experiment and debug are recipes that set keys of the others.
+GROUPS = ("model", "dataset", "optim", "loss", "trainer", "eval", "experiment", "debug", "paths")
+SECTIONS = tuple(group for group in GROUPS if group not in ("experiment", "debug"))
+
 PLUGINS = ("optuna", "submitit_slurm", "submitit_local")  # Hydra plugins behind genctl[sweep]
 
 

@@ -11,6 +11,10 @@ import torch
 
 from genctl.errors import GenctlError
 
+# Seeds of derived random streams are spaced by this prime (a rank's stream in training, a batch's
+# in evaluation), so that streams of neighbouring seeds do not overlap.
+SEED_STRIDE = 1_000_003
+
 # torch.cpu.get_capabilities()'s names (the CPU flags of /proc/cpuinfo) for native bf16 arithmetic
 CPU_BF16 = {"avx512_bf16": "AVX512_BF16", "amx_bf16": "AMX-BF16"}
 

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from genctl.config import config_dir, group_choices
+from genctl.config import GROUPS, config_dir, group_choices
 from genctl.errors import GenctlError
 from genctl.version import __version__
 
@@ -28,7 +28,6 @@ SUBCOMMANDS = {
     "export": "weights (safetensors), config and model card, no pickle: genctl export ckpt=RUN [out=DIR]",
     "encode": "latent codes (posterior means, log-variances, labels) as safetensors: genctl encode ckpt=RUN|EXPORT [split=test]",
 }
-GROUPS = ("model", "dataset", "optim", "loss", "trainer", "eval", "debug")
 
 
 def usage() -> str:
@@ -41,7 +40,7 @@ def usage() -> str:
         *(f"  {name:<8}{text}" for name, text in SUBCOMMANDS.items()),
         "",
         "config groups (pick with GROUP=CHOICE, tune with GROUP.KEY=VALUE):",
-        *(f"  {g:<8}{', '.join(group_choices(g))}" for g in GROUPS),
+        *(f"  {g:<11}{', '.join(group_choices(g))}" for g in GROUPS),
         "",
         "examples:",
         "  genctl train model=vae",

@@ -21,6 +21,7 @@ import torch
 
 from genctl.models.base import ExactLikelihood, GenerativeModel, LatentLikelihood, Likelihood, Reconstructs
 from genctl.nn.functional import log_mean_exp
+from genctl.runs.record import NLL_ELBO, NLL_EXACT, NLL_IWAE
 
 LogWeights = Callable[[torch.Tensor, int, Any, Any], torch.Tensor]  # LatentLikelihood.log_weights, or a compiled one
 
@@ -68,12 +69,12 @@ def estimates(
     numbers are then of p(x | y)."""
     out: dict[str, torch.Tensor] = {}
     if isinstance(model, ExactLikelihood):
-        out["nll_exact"] = -model.log_prob(x, y)
+        out[NLL_EXACT] = -model.log_prob(x, y)
     if isinstance(model, LatentLikelihood):
         log_px_z, kl = model.elbo_terms(x, y)
         kl = kl.sum(1)
         iwae = iwae_log_likelihood(model, x, k, chunk, log_weights, y)
-        out.update(nll_elbo=kl - log_px_z, nll_iwae=-iwae, kl=kl)
+        out.update({NLL_ELBO: kl - log_px_z, NLL_IWAE: -iwae, "kl": kl})
     if isinstance(model, Reconstructs) and not isinstance(model, Likelihood):
         out["mse"] = (model.reconstruct(x, y) - x).pow(2).flatten(1).mean(1)
         out["psnr"] = -10 * torch.log10(out["mse"].clamp_min(1e-10))  # dB, intensities in [0, 1]

@@ -15,9 +15,8 @@ from genctl.data.loader import Batches
 from genctl.eval.estimators import compiled_log_weights, estimates
 from genctl.eval.fusion import fold_batchnorm
 from genctl.models.base import GenerativeModel, LatentLikelihood
-from genctl.runtime import check_fits, check_seed
+from genctl.runtime import SEED_STRIDE, check_fits, check_seed
 
-BATCH_SEED_STRIDE = 1_000_003  # batch i of an evaluation seeded with s draws from seed s * stride + i
 # what genctl eval can measure: likelihood, sample quality (genctl.eval.quality), a linear probe of the codes (genctl.eval.latent)
 METRICS = ("nll", "fid", "probe")
 # Importance samples per image at most: the time of an IWAE evaluation grows linearly with k, and
@@ -123,7 +122,7 @@ def evaluate(
         for index, (batch, y) in enumerate(shown):
             if index % world != rank:
                 continue
-            torch.manual_seed(seed * BATCH_SEED_STRIDE + index)
+            torch.manual_seed(seed * SEED_STRIDE + index)  # batch i draws from its own stream
             y = None if y is None else y.to(model.device)
             for name, values in estimates(scored, batch.to(model.device), k, chunk, y, log_weights).items():
                 sums[name] = sums.get(name, 0) + values.double().sum()

@@ -18,11 +18,12 @@ import math
 from typing import Any
 
 from genctl.models.base import Likelihood, is_conditional
+from genctl.runs.record import NLL_ELBO, NLL_EXACT, NLL_IWAE
 
 ESTIMATORS = {
-    "nll_exact": lambda k: "exact",
-    "nll_elbo": lambda k: "negative ELBO (1 posterior sample, analytic KL)",
-    "nll_iwae": lambda k: f"IWAE bound, k={k}",
+    NLL_EXACT: lambda k: "exact",
+    NLL_ELBO: lambda k: "negative ELBO (1 posterior sample, analytic KL)",
+    NLL_IWAE: lambda k: f"IWAE bound, k={k}",
 }
 CONDITIONAL = ", conditional on the class label"  # appended to the estimator of -log p(x | y)
 

@@ -43,7 +43,7 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from genctl.config import error_line, group_choices
+from genctl.config import GROUPS, SECTIONS, error_line, group_choices
 from genctl.errors import GenctlError
 from genctl.runs.atomic import LockHeld, atomic_write, exclusive_lock, refuse_links, shown, truncate, unwritable
 from genctl.runs.untrusted import UntrustedFileError, load_yaml
@@ -76,8 +76,8 @@ EXPORT_CONFIG = "config.yaml"
 EXPORT_CARD = "card.json"
 # What a resume replays from RUN/.hydra/overrides.yaml, and nothing else: a choice among the YAML
 # files genctl ships for one of these groups, and a key under one of these sections.
-REPLAYED_GROUPS = ("model", "dataset", "optim", "loss", "trainer", "eval", "experiment", "debug", "paths")
-REPLAYED_SECTIONS = ("model", "dataset", "optim", "loss", "trainer", "eval", "paths")
+REPLAYED_GROUPS = GROUPS
+REPLAYED_SECTIONS = SECTIONS
 # A dotted key of plain names: no ``_target_``-like special key, no group path, no package.
 KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*")
 # genctl's settings about one launch rather than the run: not replayed. This launch has its own

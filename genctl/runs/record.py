@@ -35,7 +35,8 @@ from genctl.runs.folder import RECORD as FILENAME
 TEST = "test"  # the end-of-training test of best.pt
 SPLITS = ("test", "val", "train")  # evaluation names that files written before the _split lines may hold alone
 # The exact likelihood when the model has one; else the IWAE bound (never looser than the ELBO); else the ELBO.
-TIGHTEST_FIRST = ("nll_exact", "nll_iwae", "nll_elbo")
+NLL_EXACT, NLL_IWAE, NLL_ELBO = "nll_exact", "nll_iwae", "nll_elbo"
+TIGHTEST_FIRST = (NLL_EXACT, NLL_IWAE, NLL_ELBO)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from genctl.models import GenerativeModel, build_model
 from genctl.models.base import is_conditional
 from genctl.runs.folder import LAST, RunFolder, resolve_checkpoint
 from genctl.runs.progress import Progress
-from genctl.runtime import check_fits, check_seed, resolve_device, seed_everything
+from genctl.runtime import SEED_STRIDE, check_fits, check_seed, resolve_device, seed_everything
 from genctl.train.cadence import Every
 from genctl.train.ema import EMA
 from genctl.train.hooks import EpochLog, History, Hook, ImageGrids, LatentUnits, ProgressBar, TensorBoard
@@ -39,7 +39,6 @@ log = logging.getLogger("genctl")
 
 # Rank r of a data-parallel run seeds its own stream (posterior noise) with seed + r * this prime:
 # the ranks' streams differ, and never coincide with another run's whose seed is a few apart.
-RANK_SEED_STRIDE = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ def build_step(
     loss_step: torch.nn.Module = LossStep(model, loss_fn)
     if distributed.world_size() > 1:  # rank 0's initial weights are broadcast; gradients are averaged
         loss_step = DistributedDataParallel(loss_step, device_ids=[device] if device.type == "cuda" else None)
-        torch.manual_seed(opts.seed + RANK_SEED_STRIDE * distributed.rank())
+        torch.manual_seed(opts.seed + SEED_STRIDE * distributed.rank())
     if opts.compile:
         loss_step = torch.compile(loss_step)
     return TrainStep(
