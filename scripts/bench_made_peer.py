@@ -16,7 +16,8 @@ one mask, so both likelihoods are exact).
 - peer: its MADE class, imported from a checkout given by --peer (`git clone` it; none of its code
   is in this repository), trained by the loop of its `reproduce()` (Adam(), batch 64, a fresh
   Bernoulli draw of every batch, no validation), for the same wall minutes; its last weights are
-  scored. Its package `__init__` imports torchvision and TensorBoard, so only the two modules MADE
+  scored. Its batches come from genctl's in-memory loader: its own reads MNIST through
+  torchvision, which cannot be imported beside this CPU torch (and would be slower). Its package `__init__` imports torchvision and TensorBoard, so only the two modules MADE
   needs are loaded, from their files.
 
 Prints a table and writes JSON (default bench_out/made_peer/).
