@@ -64,7 +64,7 @@ def curve(row: str, data: Path, budget: float, out: Path, reuse: bool) -> dict:
             continue  # the run stopped before the mark (its budget, or no best.pt yet)
         name = evaluation_name("test", kept.name)
         if not (reuse and name in RunRecord.read(run).evaluations):
-            genctl("eval", f"ckpt={kept}", f"dataset.root={data}", f"eval.k={cfg.eval.k}", f"eval.compile={cfg.eval.compile}")
+            genctl("eval", f"ckpt={kept}", f"data_root={data}", f"eval.k={cfg.eval.k}", f"eval.compile={cfg.eval.compile}")
         nll = RunRecord.read(run).best_nll(name)
         points.append({"cpu_min": m, "nll_nats": nll.nats, "estimator": nll.estimator})
     record = RunRecord.read(run)

@@ -87,9 +87,10 @@ def test_a_bad_cadence_is_one_line(cli, tmp_path):
 
 
 def test_a_share_cadence_skips_the_events_that_would_cost_more_than_it(cli, tmp_path, monkeypatch):
-    """A validation of 0.3 s after epochs of a fraction of a second: the first one is taken (its cost
-    is not known yet), the next would put the time outside the steps far above 5%, so validation
-    waits for the end of training, where every event happens; per epoch, all six are taken."""
+    """A validation of 0.3 s after epochs of a fraction of a second: the first one is taken (priced
+    from the training speed, 16 images cost next to nothing), the next would put the time outside
+    the steps far above 5%, so validation waits for the end of training, where every event happens;
+    per epoch, all six are taken."""
     original = genctl.train.loop.mean_loss
 
     def slow(*args, **kwargs):
@@ -99,13 +100,31 @@ def test_a_share_cadence_skips_the_events_that_would_cost_more_than_it(cli, tmp_
     monkeypatch.setattr(genctl.train.loop, "mean_loss", slow)
     runs = {every: tmp_path / every.strip("%") for every in ("5%", "1")}
     for every, run in runs.items():
-        args = [*RUN, "trainer.epochs=6", f"trainer.val_every={every}", f"hydra.run.dir={run}"]
+        args = [*RUN, "trainer.epochs=6", "trainer.val_images=16", f"trainer.val_every={every}", f"hydra.run.dir={run}"]
         code, _, err = cli("train", *args)
         assert code == 0, err
     assert validated_steps(runs["5%"]) == [8, 48]
     assert validated_steps(runs["1"]) == [8, 16, 24, 32, 40, 48]
     weights = [torch.load(run / "last.pt", weights_only=True)["model"] for run in runs.values()]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # validation never changes training
+
+
+def test_a_validation_not_yet_run_is_priced_from_the_training_speed():
+    """At the first epoch's end (1 s of training at 2,000 images/s, nothing outside the steps yet),
+    a validation of 500 images is priced at a third of a training step per image: 0.083 s, 7.7% of
+    the time, above a 2% share, so it is not taken; one of 16 images (0.3%) is. Once run, its
+    measured cost counts instead."""
+    from genctl.train.cadence import Events, Schedule
+
+    every = Every.parse("2%")
+    schedule = Schedule(1000, 20, every, Every.parse(1000), Every.parse(1000), None, None, "wall")
+    first_epoch = dict(epoch=1, step=8, now=1.0, elapsed=1.0, outside=0.0, epoch_done=True, images_per_s=2000.0)
+    assert Events(schedule, 0.0, val_images=500).due(**first_epoch)[0] is False
+    assert Events(schedule, 0.0, val_images=16).due(**first_epoch)[0] is True
+    measured = Events(schedule, 0.0, val_images=500)
+    measured.cost["val"] = 0.001
+    assert measured.due(**first_epoch)[0] is True
+    assert Events(schedule, 0.0, val_images=500).expected_cost("val", float("nan")) == 0.0  # no speed yet: free
 
 
 def test_val_images_validates_on_the_first_images_of_the_split(tmp_path):

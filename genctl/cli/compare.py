@@ -20,14 +20,12 @@ from pathlib import Path
 from genctl.errors import GenctlError
 from genctl.runs.atomic import check_writable, write_text
 from genctl.runs.summary import (
-    LATENT_NOTE,
-    QUALITY_NOTE,
     compare_row,
     comparison_figure,
+    comparison_table,
     csv_text,
     find_runs,
     labels_for,
-    markdown_table,
 )
 
 
@@ -45,11 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         written = [out / "compare.md", out / "compare.csv"]
         for path in [*written, *([] if a.no_figure else [out / "compare.png"])]:
             check_writable(path, "the comparison", "pass --out DIR in a writable folder", out)
-        table = markdown_table(rows)
-        if any("au" in row or "probe_acc" in row for row in rows):
-            table += "\n\n" + LATENT_NOTE
-        if any("fid_clf" in row for row in rows):
-            table += "\n\n" + QUALITY_NOTE
+        table = comparison_table(rows)
         print(table)
         write_text(written[0], table + "\n", "the comparison", out)
         write_text(written[1], csv_text(rows), "the comparison", out)

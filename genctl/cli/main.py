@@ -87,8 +87,7 @@ def _resume_value(args: list[str]) -> str | None:
 def _resume_args(args: list[str]) -> list[str]:
     """``resume=RUN``: apply RUN's stored settings first (genctl's own only) and keep writing into RUN's
     folder, named to Hydra in quotes that read back as exactly that folder."""
-    from genctl.cli.overrides import pinned_run_dir
-    from genctl.runs.folder import RunFolder, replayed_overrides
+    from genctl.runs.folder import RunFolder, pinned_run_dir, replayed_overrides
 
     value = _resume_value(args)
     if value is None:
@@ -132,10 +131,9 @@ def _hold_run_folder(cfg: DictConfig, multirun: bool, args: list[str], held: con
     named on the command line (``_rank_args`` names a new one, the same on every rank, after this).
     Otherwise the folder as the dispatcher resolved it is pinned on the command line, so Hydra writes
     into the folder that was checked and held (``${now:...}`` would resolve anew)."""
-    from genctl.cli.overrides import pinned_run_dir, planned_run_dir
-    from genctl.runs.folder import RunFolder
+    from genctl.runs.folder import RunFolder, pinned_run_dir, resolved_path
 
-    folder = None if multirun or os.environ.get("RANK", "0") != "0" else planned_run_dir(cfg)
+    folder = None if multirun or os.environ.get("RANK", "0") != "0" else resolved_path(cfg, "hydra.run.dir")
     if folder is None:
         return args
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:

@@ -18,17 +18,15 @@ checked on the command line (:func:`pinned_run_dir`).
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
 from hydra.core.plugins import Plugins
-from hydra.errors import InstantiationException, OverrideParseException
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -36,7 +34,6 @@ from omegaconf import DictConfig, OmegaConf
 from genctl.cli.errors import full_error
 from genctl.config import config_dir, error_line, hydra_version_base
 from genctl.errors import GenctlError
-from genctl.runs.folder import resolved_path
 
 # Hydra's flags that leave the config as the overrides make it, each alias mapped to its long name.
 CHECKED_FLAGS = {"-m": "--multirun", "-r": "--run", "-c": "--cfg", "-p": "--package", "--resolve": "--resolve"}
@@ -184,24 +181,3 @@ def compose_command_line(config_name: str, args: list[str]) -> Composed:
 def check_overrides(config_name: str, args: list[str]) -> list[str]:
     """The command line to hand to Hydra; a one-line ``GenctlError`` where Hydra would refuse to compose it."""
     return compose_command_line(config_name, args).args
-
-
-def planned_run_dir(cfg: DictConfig) -> Path | None:
-    """The run folder of a single run as this config resolves it (None where it cannot be resolved here)."""
-    return resolved_path(cfg, "hydra.run.dir")
-
-
-def pinned_run_dir(folder: Path) -> str | None:
-    """``hydra.run.dir=<folder>`` as an override that Hydra reads back as exactly ``folder``, so that
-    Hydra writes into the folder the dispatcher checked and holds (``${now:...}`` would resolve anew);
-    None where no quoting does."""
-    value = str(folder)
-    # Hydra's quoted strings: a backslash is literal unless a run of them precedes a quote or the end
-    # (each then written twice), and a quote is written \'
-    quoted = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
-    line = f"hydra.run.dir='{quoted}'"
-    try:
-        (parsed,) = OverridesParser.create().parse_overrides([line])
-    except OverrideParseException:
-        return None
-    return line if parsed.value() == value and "${" not in value else None

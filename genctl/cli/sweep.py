@@ -18,9 +18,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from genctl.errors import GenctlError
-from genctl.runs.atomic import write_text
-from genctl.runs.folder import RECORD, SUMMARY_CSV, SUMMARY_MD
-from genctl.runs.summary import csv_text, markdown_table, run_row, write_hparams
+from genctl.runs.folder import SUMMARY_CSV, SUMMARY_MD
+from genctl.runs.summary import sorted_jobs, write_hparams, write_sweep_summary
 
 log = logging.getLogger("genctl")
 
@@ -28,32 +27,23 @@ log = logging.getLogger("genctl")
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        runs = sorted((p.parent for p in sweep_dir.glob(f"*/{RECORD}")), key=lambda p: (len(p.name), p.name))
-        if not runs:
-            return
-        rows = [run_row(r) for r in runs]
-        varied = {o for row in rows for o in row["overrides"]} - set.intersection(*(set(r["overrides"]) for r in rows))
-        failed = [row["run"] for row in rows if "error" in row]
-        for row in rows:  # show what the sweep varied, not the overrides every run shares
-            row["overrides"] = " ".join(o for o in row["overrides"] if o in varied)
-            if failed:
-                row["error"] = row.pop("error", None)  # the last column, whichever row comes first
-        table = markdown_table(rows)
         try:
-            write_text(sweep_dir / SUMMARY_CSV, csv_text(rows), "the sweep summary")
-            write_text(sweep_dir / SUMMARY_MD, table + "\n", "the sweep summary")
+            summary = write_sweep_summary(sweep_dir)
         except GenctlError as e:  # Hydra would make an exception here a warning, and the sweep a success
             print(f"genctl train: error: {e}", file=sys.stderr)
             sys.exit(2)
+        if summary is None:
+            return
+        table, failed, jobs = summary
         log.info("sweep summary (%s):\n%s", sweep_dir / SUMMARY_CSV, table)
         try:  # the table is written, and a failed job still sets the exit code, whatever happens here
-            hparams = write_hparams(sweep_dir, runs)
+            hparams = write_hparams(sweep_dir, sorted_jobs(sweep_dir))
             log.info("the sweep in TensorBoard's HParams tab (%s): tensorboard --logdir %s", hparams, sweep_dir)
         except (GenctlError, OSError, ValueError) as e:
             log.warning("the sweep's HParams summary was not written: %s", e)
         if failed:
             print(
-                f"genctl train: error: {len(failed)} of {len(rows)} jobs failed (job {', '.join(failed)}); "
+                f"genctl train: error: {len(failed)} of {jobs} jobs failed (job {', '.join(failed)}); "
                 f"their errors are in {sweep_dir / SUMMARY_MD}",
                 file=sys.stderr,
             )

@@ -11,12 +11,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from genctl.cli.errors import exit_on_user_error, full_error
-from genctl.cli.logs import route_console_through_tqdm
 from genctl.config import config_dir, error_line, hydra_version_base
-from genctl.errors import GenctlError
 from genctl.runs.folder import RunFolder
-from genctl.runs.record import RunRecord
+from genctl.runs.record import record_error
 from genctl.train.build import train
+from genctl.train.logs import route_console_through_tqdm
 
 log = logging.getLogger("genctl")
 
@@ -48,10 +47,5 @@ def job_failed(run_dir: Path, e: Exception) -> float:
         message = " ".join(str(e).split())
         line = f"{type(e).__name__}: {message}" if message else type(e).__name__
     log.error("job failed: %s", line, exc_info=full_error())
-    try:
-        record = RunRecord.read(run_dir, missing_ok=True)
-        record.error = line
-        record.write(run_dir)
-    except (GenctlError, OSError) as unrecorded:
-        log.error("the failure could not be recorded in %s: %s", run_dir, unrecorded)
+    record_error(run_dir, line)
     return float("inf")

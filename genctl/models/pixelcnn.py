@@ -17,7 +17,7 @@ from torch import nn
 
 from genctl.models.autoregressive import AutoregressiveModel, tiny_ops
 from genctl.models.base import MODELS
-from genctl.nn.masked import MaskedConv2d, pointwise
+from genctl.nn.masked import MaskedConv2d, output_head, pointwise
 
 
 class ResidualBlock(nn.Module):
@@ -66,10 +66,7 @@ class PixelCNN(AutoregressiveModel):
         self.net = nn.Sequential(
             MaskedConv2d(colors, channels, first_kernel, "A", colors),
             *(ResidualBlock(channels, colors, kernel) for _ in range(blocks)),
-            nn.ReLU(),
-            MaskedConv2d(channels, head, 1, "B", colors),
-            nn.ReLU(),
-            MaskedConv2d(head, out, 1, "B", colors),
+            *output_head(channels, head, out, colors),
         )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

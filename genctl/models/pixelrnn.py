@@ -28,7 +28,7 @@ from torch import nn
 
 from genctl.models.autoregressive import AutoregressiveModel, tiny_ops
 from genctl.models.base import MODELS
-from genctl.nn.masked import MaskedConv2d, causal_mask, pointwise, pointwise_stack
+from genctl.nn.masked import MaskedConv2d, causal_mask, output_head, pointwise, pointwise_stack
 
 
 class GateConv(MaskedConv2d):
@@ -186,10 +186,7 @@ class PixelRNN(AutoregressiveModel):
         self.net = nn.Sequential(
             MaskedConv2d(colors, 2 * hidden, 7, "A", colors),
             *(ResidualLSTM(variant, hidden, colors) for _ in range(layers)),
-            nn.ReLU(),
-            MaskedConv2d(2 * hidden, head, 1, "B", colors),
-            nn.ReLU(),
-            MaskedConv2d(head, out, 1, "B", colors),
+            *output_head(2 * hidden, head, out, colors),
         )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -79,6 +79,12 @@ class MaskedConv2d(nn.Conv2d):
         return torch.einsum("bihw,oihw->bo", patch, kernel) + self.bias
 
 
+def output_head(channels: int, head: int, out: int, colors: int) -> list[nn.Module]:
+    """The PixelCNN paper's output stack over ``channels`` features: ReLU, a 1x1 mask-B convolution
+    to ``head`` channels, ReLU, a 1x1 mask-B convolution to ``out`` logits (PixelCNN and PixelRNN)."""
+    return [nn.ReLU(), MaskedConv2d(channels, head, 1, "B", colors), nn.ReLU(), MaskedConv2d(head, out, 1, "B", colors)]
+
+
 def pointwise(conv: nn.Conv2d, v: torch.Tensor) -> torch.Tensor:
     """A 1x1 convolution (masked or not) at one pixel: [B, in] -> [B, out]."""
     weight = conv.masked_weight() if isinstance(conv, MaskedConv2d) else conv.weight

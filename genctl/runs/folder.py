@@ -450,3 +450,19 @@ def check_continuation(cfg: DictConfig, path: Path, trained: dict[str, Any]) -> 
                 f"{given} cannot continue {path} (trained with {key}={_show(value)}): a resume keeps the model, "
                 f"the dataset and its split, trainer.batch_size, trainer.seed and optim.name; start a new run to change them"
             )
+
+
+def pinned_run_dir(folder: Path) -> str | None:
+    """``hydra.run.dir=<folder>`` as an override that Hydra reads back as exactly ``folder``, so that
+    Hydra writes into the folder the dispatcher checked and holds (``${now:...}`` would resolve anew);
+    None where no quoting does."""
+    value = str(folder)
+    # Hydra's quoted strings: a backslash is literal unless a run of them precedes a quote or the end
+    # (each then written twice), and a quote is written \'
+    quoted = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
+    line = f"hydra.run.dir='{quoted}'"
+    try:
+        (parsed,) = OverridesParser.create().parse_overrides([line])
+    except OverrideParseException:
+        return None
+    return line if parsed.value() == value and "${" not in value else None

@@ -24,6 +24,7 @@ sweep's summary lists it beside the jobs that finished.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ SPLITS = ("test", "val", "train")  # evaluation names that files written before 
 # The exact likelihood when the model has one; else the IWAE bound (never looser than the ELBO); else the ELBO.
 NLL_EXACT, NLL_IWAE, NLL_ELBO = "nll_exact", "nll_iwae", "nll_elbo"
 TIGHTEST_FIRST = (NLL_EXACT, NLL_IWAE, NLL_ELBO)
+
+
+log = logging.getLogger("genctl")
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,17 @@ class RunRecord:
         text = json.dumps(self.to_dict(), indent=2, default=float) + "\n"  # default: numpy/torch scalars
         atomic_write(path, lambda f: f.write(text.encode()), "the run record")
         return path
+
+
+def record_error(run_dir: Path | str, line: str) -> None:
+    """File ``line`` as the error that ended the run in ``run_dir`` (a failed sweep job: the sweep's
+    summary lists it), keeping what the record held; a record that cannot be written is logged, not raised."""
+    try:
+        record = RunRecord.read(run_dir, missing_ok=True)
+        record.error = line
+        record.write(run_dir)
+    except (GenctlError, OSError) as unrecorded:
+        log.error("the failure could not be recorded in %s: %s", run_dir, unrecorded)
 
 
 def evaluation_name(split: str, checkpoint: str) -> str:

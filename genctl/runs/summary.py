@@ -14,8 +14,8 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from genctl.errors import GenctlError
-from genctl.runs.atomic import atomic_write, refuse_links
-from genctl.runs.folder import HPARAMS, RECORD, RunFolder
+from genctl.runs.atomic import atomic_write, refuse_links, write_text
+from genctl.runs.folder import HPARAMS, RECORD, SUMMARY_CSV, SUMMARY_MD, RunFolder
 from genctl.runs.record import TEST, RunRecord
 from genctl.runs.untrusted import load_yaml
 
@@ -61,6 +61,31 @@ def run_row(run: Path) -> dict[str, Any]:
     if record.error is not None:
         row["error"] = record.error
     return row
+
+
+def sorted_jobs(sweep_dir: Path) -> list[Path]:
+    """The job folders of a sweep that hold a record, in job order (0, 1, ..., 10)."""
+    return sorted((p.parent for p in sweep_dir.glob(f"*/{RECORD}")), key=lambda p: (len(p.name), p.name))
+
+
+def write_sweep_summary(sweep_dir: Path) -> tuple[str, list[str], int] | None:
+    """summary.csv and summary.md of a finished sweep: a row per job with the overrides the sweep
+    varied, its numbers and, last, the one-line error of a failed job. (The table, the failed jobs,
+    the number of jobs); None where no job left a record."""
+    runs = sorted_jobs(sweep_dir)
+    if not runs:
+        return None
+    rows = [run_row(r) for r in runs]
+    varied = {o for row in rows for o in row["overrides"]} - set.intersection(*(set(r["overrides"]) for r in rows))
+    failed = [row["run"] for row in rows if "error" in row]
+    for row in rows:  # show what the sweep varied, not the overrides every run shares
+        row["overrides"] = " ".join(o for o in row["overrides"] if o in varied)
+        if failed:
+            row["error"] = row.pop("error", None)  # the last column, whichever row comes first
+    table = markdown_table(rows)
+    write_text(sweep_dir / SUMMARY_CSV, csv_text(rows), "the sweep summary")
+    write_text(sweep_dir / SUMMARY_MD, table + "\n", "the sweep summary")
+    return table, failed, len(rows)
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
@@ -223,6 +248,16 @@ def compare_row(run: Path, label: str) -> dict[str, Any]:
     if quality is not None:
         row.update({column: quality.metrics.get(key) for key, column in QUALITY_COLUMNS.items()})
     return row
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> str:
+    """genctl compare's Markdown table, with what its latent and sample-quality columns mean where it has them."""
+    table = markdown_table(rows)
+    if any("au" in row or "probe_acc" in row for row in rows):
+        table += "\n\n" + LATENT_NOTE
+    if any("fid_clf" in row for row in rows):
+        table += "\n\n" + QUALITY_NOTE
+    return table
 
 
 def labels_for(runs: list[Path]) -> list[str]:
