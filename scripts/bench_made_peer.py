@@ -17,8 +17,9 @@ one mask, so both likelihoods are exact).
   is in this repository), trained by the loop of its `reproduce()` (Adam(), batch 64, a fresh
   Bernoulli draw of every batch, no validation), for the same wall minutes; its last weights are
   scored. Its batches come from genctl's in-memory loader: its own reads MNIST through
-  torchvision, which cannot be imported beside this CPU torch (and would be slower). Its package `__init__` imports torchvision and TensorBoard, so only the two modules MADE
-  needs are loaded, from their files.
+  torchvision, which cannot be imported beside this CPU torch (and would be slower). Its package
+  `__init__` imports torchvision and TensorBoard, so only the two modules MADE needs are loaded,
+  from their files.
 
 Prints a table and writes JSON (default bench_out/made_peer/).
 Usage: python scripts/bench_made_peer.py --data DIR --peer DIR [--minutes 5] [--val 1000]
@@ -149,12 +150,12 @@ def main() -> None:
     parser.add_argument(
         "--val", type=int, default=1000, help="training images genctl keeps aside for validation (the peer trains on the rest)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="both sides' initialization, batch order and binarization draws")
     parser.add_argument("--out", type=Path, default=REPO / "bench_out" / "made_peer")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [
-        run_genctl(args.data, args.val, args.minutes, args.out),
+        run_genctl(args.data, args.val, args.minutes, args.out, args.seed),
         run_peer(args.peer, args.data, args.val, args.minutes, args.seed),
     ]
     print(f"MADE, {args.minutes:g} wall minutes each on {describe_cpu()}, torch {torch.__version__}")
