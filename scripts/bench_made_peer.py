@@ -112,7 +112,7 @@ def run_peer(peer: Path, data: Path, val: int, minutes: float, seed: int) -> dic
     }
 
 
-def run_genctl(data: Path, val: int, minutes: float, out: Path) -> dict:
+def run_genctl(data: Path, val: int, minutes: float, out: Path, seed: int) -> dict:
     """Train genctl's saved MADE recipe for ``minutes`` of wall clock; its final test scores best.pt."""
     run = out / "genctl"
     args = [
@@ -122,6 +122,7 @@ def run_genctl(data: Path, val: int, minutes: float, out: Path) -> dict:
         f"dataset.val_size={val}",
         "trainer.clock=wall",
         f"trainer.max_time={minutes:g}",
+        f"trainer.seed={seed}",
         f"hydra.run.dir={run}",
         "overwrite=true",
     ]
