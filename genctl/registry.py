@@ -45,10 +45,6 @@ class Registry(Generic[T]):
         self._load()
         return sorted(self._entries)
 
-    def __contains__(self, name: object) -> bool:
-        self._load()
-        return name in self._entries
-
     def get(self, name: str) -> T:
         self._load()
         if name not in self._entries:

@@ -75,9 +75,8 @@ EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_CONFIG = "config.yaml"
 EXPORT_CARD = "card.json"
 # What a resume replays from RUN/.hydra/overrides.yaml, and nothing else: a choice among the YAML
-# files genctl ships for one of these groups, and a key under one of these sections.
-REPLAYED_GROUPS = GROUPS
-REPLAYED_SECTIONS = SECTIONS
+# files genctl ships for one of its config groups (genctl.config.GROUPS), and a key under one of the
+# sections they fill (genctl.config.SECTIONS).
 # A dotted key of plain names: no ``_target_``-like special key, no group path, no package.
 KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*")
 # genctl's settings about one launch rather than the run: not replayed. This launch has its own
@@ -392,7 +391,7 @@ def replayed_overrides(run: Path) -> tuple[list[str], list[str]]:
         if why:
             raise GenctlError(
                 f"{path} is refused: '{line}' {why}; a resume replays only a choice genctl ships for "
-                f"{', '.join(REPLAYED_GROUPS)} and plain keys of {', '.join(REPLAYED_SECTIONS)}: "
+                f"{', '.join(GROUPS)} and plain keys of {', '.join(SECTIONS)}: "
                 "give the setting on the command line if you trust it"
             )
         kept.append(line)
@@ -405,12 +404,12 @@ def _refusal(o: Override) -> str | None:
         return "is Hydra's own setting"
     if o.type != OverrideType.CHANGE or o.package is not None or o.is_sweep_override():
         return "adds, deletes, packages or sweeps"
-    if o.key_or_group in REPLAYED_GROUPS:
+    if o.key_or_group in GROUPS:
         value = o.value()
         if not isinstance(value, str) or value not in group_choices(o.key_or_group):
             return f"is not one of the {o.key_or_group} configs genctl ships"
         return None
-    if not KEY.fullmatch(o.key_or_group) or o.key_or_group.split(".")[0] not in REPLAYED_SECTIONS:
+    if not KEY.fullmatch(o.key_or_group) or o.key_or_group.split(".")[0] not in SECTIONS:
         return "is not a key of genctl's config"
     return None
 

@@ -37,9 +37,6 @@ from genctl.train.validation import Validation
 
 log = logging.getLogger("genctl")
 
-# Rank r of a data-parallel run seeds its own stream (posterior noise) with seed + r * this prime:
-# the ranks' streams differ, and never coincide with another run's whose seed is a few apart.
-
 
 @dataclass(frozen=True)
 class TrainerOptions:
@@ -113,6 +110,7 @@ def build_step(
     loss_step: torch.nn.Module = LossStep(model, loss_fn)
     if distributed.world_size() > 1:  # rank 0's initial weights are broadcast; gradients are averaged
         loss_step = DistributedDataParallel(loss_step, device_ids=[device] if device.type == "cuda" else None)
+        # each rank its own stream (posterior noise), never another run's whose seed is a few apart
         torch.manual_seed(opts.seed + SEED_STRIDE * distributed.rank())
     if opts.compile:
         loss_step = torch.compile(loss_step)
@@ -193,8 +191,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, hooks: list[Hook] | None = Non
         test = build("eval", EvalOptions, cfg.eval) if opts.test_at_end else None
         latent_map = (opts.latent_map, opts.val_batch_size)
         report = Report(run_dir, str(cfg.model.name), data, labels["test"], grids, device, test, latent_map)
-        hooks = [ProgressBar(), History(RunFolder(run_dir).history), EpochLog(), LatentUnits(val)]
-        hooks += [TensorBoard(RunFolder(run_dir).tensorboard, grids)] if "tensorboard" in loggers else []
+        folder = RunFolder(run_dir)
+        hooks = [ProgressBar(), History(folder.history), EpochLog(), LatentUnits(val)]
+        hooks += [TensorBoard(folder.tensorboard, grids)] if "tensorboard" in loggers else []
         hooks += trackers(loggers, cfg.tracking, meta["config"], run_dir, grids)
     trainer = Trainer(model, loss_fn, step, batches, lr, val, schedule, run_dir, meta, hooks if rank == 0 else [])
     resume = cfg.resume or RunFolder(run_dir).restart_checkpoint()

@@ -123,6 +123,10 @@ class Events:
         due[0] = due[0] or due[-1]
         return due
 
+    def happened(self, names: tuple[str, ...] | list[str], now: float) -> None:
+        """``names`` took place at ``now`` on the budget's clock: their cadences count from here."""
+        self.last.update(dict.fromkeys(names, now))
+
     def passed_marks(self, now: float) -> list[float]:
         """The marks ``now`` has reached, in minutes, taken off the list."""
         passed = []

@@ -234,7 +234,7 @@ class Trainer:
                     for name in due:
                         self.run_event(name, train_means)
                 self.watch.update(progress)  # the run's time includes what the events took
-                self.events.last.update(dict.fromkeys(due, self.spent()))
+                self.events.happened(due, self.spent())
         if stop:
             log.info("stopped early (%s) after %d steps, %.0fs", stop, progress.step, progress.elapsed)
         return stop or "completed", train_means

@@ -34,14 +34,6 @@ SCHEDULES.add("constant", lambda progress: 1.0)
 SCHEDULES.add("cosine", lambda progress: 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
-def lr_factor(schedule: str, warmup_steps: int, step: int, progress: float) -> float:
-    """Multiplier on the base LR: linear warm-up over ``warmup_steps``, then the schedule's shape
-    (constant, or a cosine decay to 0 as ``progress`` goes to 1, so it ends where the budget does)."""
-    if warmup_steps and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return SCHEDULES.get(schedule)(progress)
-
-
 @dataclass
 class LRSchedule:
     """``optim.schedule`` with ``optim.lr_warmup_steps`` over the optimizer's base LRs. The LR is a
@@ -52,8 +44,18 @@ class LRSchedule:
     warmup_steps: int
     base_lrs: list[float]
 
+    def __post_init__(self) -> None:
+        self.shape = SCHEDULES.get(self.schedule)  # looked up once, not at every step
+
+    def factor(self, step: int, done: float) -> float:
+        """Multiplier on the base LR: linear warm-up over ``warmup_steps``, then the schedule's shape
+        (constant, or a cosine decay to 0 as ``done`` goes to 1, so it ends where the budget does)."""
+        if self.warmup_steps and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return self.shape(done)
+
     def apply(self, optimizer: torch.optim.Optimizer, step: int, done: float) -> None:
-        factor = lr_factor(self.schedule, self.warmup_steps, step, done)
+        factor = self.factor(step, done)
         for group, lr in zip(optimizer.param_groups, self.base_lrs):
             group["lr"] = lr * factor
 

@@ -46,7 +46,7 @@ class Report:
         test: EvalOptions | None,
         latent_map: tuple[int, int],
     ) -> None:
-        self.run_dir, self.model_name, self.data, self.test_labels = run_dir, model_name, data, test_labels
+        self.folder, self.model_name, self.data, self.test_labels = RunFolder(run_dir), model_name, data, test_labels
         self.grids, self.device, self.test = grids, device, test
         self.latent_map = latent_map  # (test images in the map, 0: no map; images per encoder pass)
 
@@ -74,7 +74,7 @@ class Report:
             best_val_loss=progress.best_val,
             train_loss=train_means.get("loss"),
         )
-        best = RunFolder(self.run_dir).best
+        best = self.folder.best
         log.info(
             "outside the optimizer steps (validation, checkpoints, image grids, logs): %.1fs, %.1f%% of %.0fs of training",
             progress.outside,
@@ -87,7 +87,7 @@ class Report:
             raise GenctlError(record.error)
         load_weights(model, load_checkpoint(best, map_location=self.device), best, averaged=True)
         grids, record.samples_per_s = self.grids.draw()
-        record.images = [str(save_grid(grid, RunFolder(self.run_dir).grid(name))) for name, grid in grids.items()]
+        record.images = [str(save_grid(grid, self.folder.grid(name))) for name, grid in grids.items()]
         test_codes = self.test_codes(model)
         record.images += self.draw_map(trainer, test_codes)
         if self.test is not None:
@@ -119,7 +119,7 @@ class Report:
             return []
         x = self.data.fixed("test")[:images]
         means = test_codes[0][:images]
-        path = RunFolder(self.run_dir).grid("latent_map")
+        path = self.folder.grid("latent_map")
         save_map(path, means, labels, f"test codes of {self.model_name}, best.pt (step {trainer.progress.step})")
         trainer.emit("on_codes", means, labels, x)
         return [str(path)]
@@ -129,13 +129,13 @@ class Report:
         earlier = self.earlier_record()
         record.evaluations.update({name: e for name, e in earlier.evaluations.items() if name != TEST})
         record.extra = earlier.extra
-        record.write(self.run_dir)
+        record.write(self.folder.path)
 
     def earlier_record(self) -> RunRecord:
         """What the run folder's record holds now, read as late as possible so that an evaluation
         genctl eval wrote during training is kept; an unreadable one is replaced, with a warning."""
         try:
-            return RunRecord.read(self.run_dir, missing_ok=True)
+            return RunRecord.read(self.folder.path, missing_ok=True)
         except GenctlError as e:
             log.warning("replacing an unreadable record: %s", e)
             return RunRecord()
