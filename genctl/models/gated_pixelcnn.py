@@ -20,6 +20,8 @@ paper's class-conditional model, section 2.3).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 import torch
@@ -62,7 +64,14 @@ class GatedLayer(nn.Module):
     """One layer of both stacks: (vertical, horizontal, labels) -> (vertical, horizontal, skip)."""
 
     def __init__(
-        self, in_channels: int, channels: int, kernel: int, mask_type: Literal["A", "B"], colors: int, num_classes: int
+        self,
+        in_channels: int,
+        channels: int,
+        kernel: int,
+        mask_type: Literal["A", "B"],
+        colors: int,
+        num_classes: int,
+        last: bool,
     ) -> None:
         super().__init__()
         self.colors = colors
@@ -70,7 +79,8 @@ class GatedLayer(nn.Module):
         # 1 x k, masked to the current pixel (by colour group) and those left of it
         self.horizontal = MaskedConv2d(in_channels, 2 * channels, (1, kernel), mask_type, colors)
         self.link = nn.Conv2d(2 * channels, 2 * channels, 1)  # carries rows above only: no colour mask
-        self.residual = MaskedConv2d(channels, channels, 1, "B", colors)
+        # the last layer's horizontal output feeds nothing (only skips reach the head): no residual
+        self.residual = None if last else MaskedConv2d(channels, channels, 1, "B", colors)
         self.skip = MaskedConv2d(channels, channels, 1, "B", colors)
         self.label = nn.Embedding(num_classes, 4 * channels) if num_classes else None
         # the first layer's input holds the very value being predicted: no identity path around it
@@ -90,8 +100,16 @@ class GatedLayer(nn.Module):
         v_pre = self.vertical(v)
         h_pre = self.horizontal(h) + self.link(shift_down(v_pre)) + bias_h
         g = gate(h_pre, self.colors)
-        out = self.residual(g)
-        return gate(v_pre + bias_v, self.colors), h + out if self.identity else out, self.skip(g)
+        return gate(v_pre + bias_v, self.colors), self.horizontal_out(h, self.residual, g), self.skip(g)
+
+    def horizontal_out(
+        self, h: torch.Tensor, residual: Callable[[torch.Tensor], torch.Tensor] | None, g: torch.Tensor
+    ) -> torch.Tensor:
+        """The next layer's horizontal input: the gate through the residual 1x1, around ``h`` after
+        the first layer (``residual`` None: the last layer, whose output nothing reads)."""
+        if residual is None:
+            return h
+        return h + residual(g) if self.identity else residual(g)
 
     def vertical_row(self, v: torch.Tensor, r: int, bias_v: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
         """Row ``r`` of the vertical pre-activation and output, [B, 2n, W] and [B, n, W], from
@@ -112,8 +130,8 @@ class GatedLayer(nn.Module):
         if torch.is_tensor(bias_h):
             pre = pre + bias_h[:, :, 0, 0]
         g = gate(pre[:, :, None, None], self.colors)[:, :, 0, 0]
-        out = pointwise(self.residual, g)
-        return h_in[:, :, i, j] + out if self.identity else out, pointwise(self.skip, g)
+        residual = None if self.residual is None else partial(pointwise, self.residual)
+        return self.horizontal_out(h_in[:, :, i, j], residual, g), pointwise(self.skip, g)
 
 
 @MODELS.register("gated_pixelcnn")
@@ -140,8 +158,10 @@ class GatedPixelCNN(AutoregressiveModel, ClassConditional):
             raise ValueError("layers must be >= 1 and num_classes >= 0")
         self.num_classes = num_classes
         self.layers = nn.ModuleList(
-            GatedLayer(channels if i else colors, channels, kernel, "B" if i else "A", colors, num_classes) for i in range(layers)
+            GatedLayer(channels if i else colors, channels, kernel, "B" if i else "A", colors, num_classes, last=i == layers - 1)
+            for i in range(layers)
         )
+        self.register_load_state_dict_pre_hook(_last_layer_had_a_residual)
         out = colors * (1 if binary else self.levels)
         self.head = nn.Sequential(
             nn.ReLU(),
@@ -200,3 +220,10 @@ class GatedPixelCNN(AutoregressiveModel, ClassConditional):
                 if step >= known:
                     x[:, c, i, j] = self.draw_value(pointwise_stack(self.head, skips), c, temperature)
         return x
+
+
+def _last_layer_had_a_residual(module: GatedPixelCNN, state: dict, prefix: str, *_) -> None:
+    """Checkpoints written before the last layer lost its unused residual 1x1 still hold it; it is dropped."""
+    last = f"{prefix}layers.{len(module.layers) - 1}.residual."
+    for key in [k for k in state if k.startswith(last)]:
+        del state[key]
