@@ -394,6 +394,47 @@ def section(kind: str, rows: list[dict], calib: dict) -> list[str]:
     return [render(rows), "", f"Ordering ({unit}, best first): {order}", "", *checks, "", *quality_table(rows, calib, key)]
 
 
+CURVES = ("<!-- written by scripts/bench_curves.py -->", "<!-- end of bench_curves.py's section -->")
+
+
+def curves_section(images: Path) -> list[str]:
+    """RESULTS.md's NLL-against-compute section from bench_curves.py's table and figure (none yet: [])."""
+    table = images / "curves.md"
+    if not table.is_file():
+        return []
+    return [
+        CURVES[0],
+        "## NLL against compute",
+        "",
+        "`python scripts/bench_curves.py --data DATA --results docs`: one run per row, its recipe with the cosine",
+        "schedule stretched to the budget, best.pt kept as it stands at each mark (CPU minutes of training: process",
+        "time over 2 threads), each kept checkpoint scored on the official 10,000 test digits by the row's estimator",
+        "(exact; latent rows IWAE k=50, and k=1000 on the first 200 test digits for the final checkpoint). Each row",
+        "names its CPU and the target at 60 CPU minutes for that kind of CPU; docs/BENCHMARKS.md gives the account",
+        "of every miss.",
+        "",
+        table.read_text().rstrip(),
+        "",
+        "![NLL against CPU minutes, every row](results/curves.png)",
+        "",
+        CURVES[1],
+        "",
+    ]
+
+
+def refresh_curves(folder: Path) -> None:
+    """Rewrite only FOLDER/RESULTS.md's NLL-against-compute section (before '## Each row' when new)."""
+    page = folder / "RESULTS.md"
+    text = page.read_text()
+    section = "\n".join(curves_section(folder / "results"))
+    if CURVES[0] in text:
+        head, rest = text.split(CURVES[0], 1)
+        text = head + section + "\n" + rest.split(CURVES[1], 1)[1].lstrip("\n")
+    else:
+        text = text.replace("## Each row", section + "\n## Each row", 1)
+    page.write_text(text)
+
+
 def results_page(tables: dict[str, list[dict]], calibs: dict[str, dict], folder: Path) -> Path:
     """FOLDER/RESULTS.md: both tables, their orderings and checks, each row's command and samples,
     then the page's history (FOLDER/results/history.md)."""
@@ -421,6 +462,7 @@ def results_page(tables: dict[str, list[dict]], calibs: dict[str, dict], folder:
                 "| " + " | ".join(f"![{r['row']}](results/{r['row']}.png)" for r in shown) + " |",
                 "",
             ]
+    lines += curves_section(images)
     lines += ["## Each row", ""]
     for r in (r for rows in tables.values() for r in rows):
         lines += [
