@@ -158,3 +158,14 @@ def test_incremental_completion_matches_full_passes_with_labels(shape, binary, t
         reference = model.complete(x, known, temperature=0.9, fast=False, y=y)
     assert torch.equal(fast, reference)
     assert not torch.equal(fast, x)
+
+
+def test_checkpoints_from_before_the_last_layer_lost_its_residual_still_load():
+    cfg = OmegaConf.create({"name": "gated_pixelcnn", "channels": 6, "layers": 3, "kernel": 3, "head": 6, "num_classes": 0})
+    model = build_model(cfg, (1, 8, 8), True)
+    state = model.state_dict()
+    assert "layers.2.residual.weight" not in state and "layers.1.residual.weight" in state
+    old = {**state, "layers.2.residual.weight": torch.zeros(6, 6, 1, 1), "layers.2.residual.bias": torch.zeros(6)}
+    build_model(cfg, (1, 8, 8), True).load_state_dict(old)  # strict: the unused tensors are dropped, nothing else
+    with pytest.raises(RuntimeError, match="layers.1.residual.weight"):
+        build_model(cfg, (1, 8, 8), True).load_state_dict({k: v for k, v in state.items() if k != "layers.1.residual.weight"})
