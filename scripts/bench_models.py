@@ -409,7 +409,7 @@ def curves_section(images: Path) -> list[str]:
         "`python scripts/bench_curves.py --data DATA --results docs`: one run per row, its recipe with the cosine",
         "schedule stretched to the budget, best.pt kept as it stands at each mark (CPU minutes of training: process",
         "time over 2 threads), each kept checkpoint scored on the official 10,000 test digits by the row's estimator",
-        "(exact; latent rows IWAE k=50, and k=1000 on the first 200 test digits for the final checkpoint). Each row",
+        f"(exact; latent rows IWAE k=50, and k={TIGHT_K} on the first {SUBSET} test digits for the final checkpoint). Each row",
         "names its CPU and the target at 60 CPU minutes for that kind of CPU; docs/BENCHMARKS.md gives the account",
         "of every miss.",
         "",
