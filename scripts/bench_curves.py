@@ -1,9 +1,10 @@
 """Test NLL against compute: one training run per Table 1 row, best.pt kept at CPU-minute marks.
 
-Each row is `genctl train experiment=ROW dataset.root=DATA trainer.max_time=BUDGET
-trainer.keep_best_at=[MARKS]` (the row's saved recipe, its protocol and its cosine schedule
-stretched to the budget, so the schedule ends where the budget does), one run for every mark: the
-loop validates at each mark and keeps best.pt as it stands there as best@<m>min.pt. Each kept
+Each row is `genctl train experiment=RECIPE dataset.root=DATA trainer.max_time=BUDGET
+trainer.keep_best_at=[MARKS]`, one run for every mark: RECIPE is the row's recipe for the budget
+(configs/experiment/ROW_<BUDGET>min.yaml where the budget has its own, else the row's 10-minute
+recipe stretched, its cosine schedule ending where the budget does); the loop validates at each
+mark and keeps best.pt as it stands there as best@<m>min.pt. Each kept
 checkpoint is then scored on the official 10,000 test digits with `genctl eval`, by the row's
 estimator (exact for the autoregressive rows, IWAE with the recipe's eval.k for the latent ones),
 and filed in the run's metrics.json as test@best@<m>min.pt. Latent rows also get the IWAE bound at
@@ -69,12 +70,20 @@ def genctl(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "genctl", *args], check=True, cwd=REPO)
 
 
+def recipe_for(row: str, budget: float) -> str:
+    """The row's recipe for this budget: ``<row>_<budget>min`` where the budget has one of its own
+    (configs/experiment/), else the row's 10-minute recipe with its cosine stretched to the budget."""
+    own = f"{row}_{budget:g}min"
+    return own if (REPO / "configs" / "experiment" / f"{own}.yaml").is_file() else row
+
+
 def curve(row: str, data: Path, budget: float, out: Path, reuse: bool) -> dict:
     """Train ``row`` once for ``budget`` CPU minutes keeping best.pt at each mark, and score every mark."""
     run = out / row
     marks = [m for m in MARKS if m <= budget]
+    recipe = recipe_for(row, budget)
     if not (reuse and (run / FILENAME).exists()):
-        args = [f"experiment={row}", f"dataset.root={data}", f"trainer.max_time={budget:g}"]
+        args = [f"experiment={recipe}", f"dataset.root={data}", f"trainer.max_time={budget:g}"]
         args += [f"trainer.keep_best_at=[{','.join(f'{m:g}' for m in marks)}]", f"hydra.run.dir={run}", "overwrite=true"]
         args += ["trainer.test_at_end=false"]  # the last mark's evaluation below scores that same best.pt
         genctl("train", *args)
@@ -93,6 +102,7 @@ def curve(row: str, data: Path, budget: float, out: Path, reuse: bool) -> dict:
     paper = PAPER.get(row)
     return {
         "row": row,
+        "recipe": recipe,
         "cpu": describe_cpu(),
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
@@ -101,6 +111,7 @@ def curve(row: str, data: Path, budget: float, out: Path, reuse: bool) -> dict:
         "steps": record.steps,
         "precision": record.precision,
         "outside_steps_share": record.outside_steps_share,
+        "outside_marks_share": record.outside_marks_s / record.wall_time_s if record.outside_marks_s is not None else None,
         "points": points,
         "subset": tight_subset(run, data),  # latent rows: k=TIGHT_K beside eval.k on SUBSET test images, final best.pt
         "paper_nats": paper[0] if paper else None,
@@ -110,7 +121,8 @@ def curve(row: str, data: Path, budget: float, out: Path, reuse: bool) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = ["row", *(f"{m:g} min" for m in MARKS), "target at 60", "paper", "estimator"]
-    head += [f"IWAE k={TIGHT_K} on the first {SUBSET} (vs k)", "precision", "steps", "CPU", "protocol"]
+    head += [f"IWAE k={TIGHT_K} on the first {SUBSET} (vs k)", "precision", "steps", "outside the steps (the marks)"]
+    head += ["recipe", "CPU", "protocol"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         at = {p["cpu_min"]: p["nll_nats"] for p in r["points"]}
@@ -122,9 +134,19 @@ def table(rows: list[dict]) -> str:
         estimator = r["points"][-1]["estimator"] if r["points"] else ""
         precision = (r.get("precision") or "").split(" ")[0]
         steps = f"{r['steps']:,}" if r.get("steps") else ""
-        facts = [paper, estimator, gap(r) if r.get("subset") else "-", precision, steps, r.get("cpu", ""), r["protocol"] or ""]
+        facts = [paper, estimator, gap(r) if r.get("subset") else "-", precision, steps, outside(r)]
+        facts += [r.get("recipe", r["row"]), r.get("cpu", ""), r["protocol"] or ""]
         lines.append("| " + " | ".join([r["row"], *cells, *facts]) + " |")
     return "\n".join(lines)
+
+
+def outside(row: dict) -> str:
+    """The run's share of time outside the optimizer steps, and in brackets what keeping best.pt at the
+    marks took of it (runs from before that was counted apart show the total alone)."""
+    share, marks = row.get("outside_steps_share"), row.get("outside_marks_share")
+    if share is None:
+        return ""
+    return f"{share:.1%}" + (f" ({marks:.1%})" if marks is not None else "")
 
 
 def figure(rows: list[dict], path: Path) -> None:

@@ -73,14 +73,23 @@ def test_the_time_outside_the_steps_is_recorded(cli, tmp_path, monkeypatch):
 def test_best_pt_is_kept_as_it_stands_at_each_mark(cli, tmp_path, cpu_minute_per_read):
     """trainer.keep_best_at: one run gives the checkpoints of an NLL-against-compute curve. With a CPU
     clock that advances a minute per read, marks at 1 and 3 minutes fall within the first steps;
-    each is validated first, and the copy is a loadable best.pt of that moment."""
+    each validates (no cadence does before the end), the copy is a loadable best.pt of that moment,
+    and what the marks cost is counted apart from the rest of the time outside the steps."""
     run = tmp_path / "run"
     marks = "trainer.keep_best_at=[1,3,1000]"
-    code, _, err = cli("train", *TINY, "trainer.clock=cpu", "trainer.epochs=2", marks, f"hydra.run.dir={run}")
+    code, _, err = cli(
+        "train", *TINY, "trainer.clock=cpu", "trainer.epochs=2", "trainer.val_every=100", marks, f"hydra.run.dir={run}"
+    )
     assert code == 0, err
     kept = sorted(p.name for p in run.glob("best@*"))
     assert kept == ["best@1min.pt", "best@3min.pt"]  # the 1000-minute mark was never reached
     early, final = load_checkpoint(run / "best@1min.pt"), load_checkpoint(run / "best.pt")
     assert early["progress"]["step"] < final["progress"]["step"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 < metrics["outside_marks_s"] < metrics["outside_steps_s"]
+    plain = tmp_path / "plain"
+    code, _, err = cli("train", *TINY, "trainer.epochs=1", "trainer.test_at_end=false", f"hydra.run.dir={plain}")
+    assert code == 0, err
+    assert json.loads((plain / "metrics.json").read_text())["outside_marks_s"] == 0
     code, _, err = cli("train", *TINY, "trainer.keep_best_at=[2,1]", f"hydra.run.dir={tmp_path / 'bad'}")
     assert "keep_best_at is minutes of training, each > 0 and increasing" in one_line_error(code, err)

@@ -19,3 +19,4 @@ class Progress:
     best_epoch: int = 0
     skipped: int = 0  # steps with a non-finite loss, not applied (trainer.skip_nonfinite)
     outside: float = 0.0  # wall-clock seconds of the training time spent outside the steps (validation, checkpoints, grids, logs)
+    marks: float = 0.0  # of outside: keeping best.pt at trainer.keep_best_at's marks, with the validations only they asked for

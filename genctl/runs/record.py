@@ -97,6 +97,7 @@ class RunRecord:
     wall_time_s: float | None = None
     outside_steps_s: float | None = None  # of wall_time_s: validation, checkpoints, image grids and logs
     outside_steps_share: float | None = None
+    outside_marks_s: float | None = None  # of outside_steps_s: best.pt kept at trainer.keep_best_at's marks (a benchmark's)
     cpu_time_s: float | None = None
     train_images_per_s: float | None = None
     peak_memory_mb: float | None = None

@@ -112,7 +112,7 @@ class Events:
     ) -> list[bool]:
         """Which events fall now (``now``: the budget's clock; ``elapsed`` and ``outside``: wall seconds of
         training and of it outside the steps). An event that falls adds its cost to the time outside
-        the steps the next one is judged by; a mark also validates, to keep the best weights up to it."""
+        the steps the next one is judged by. A mark validates itself where no validation falls with it."""
         due = []
         for name, every in zip(self.NAMES, self.cadences):
             cost = self.expected_cost(name, images_per_s)
@@ -120,7 +120,6 @@ class Events:
             due.append(every.due(epoch, step, now - self.last[name], epoch_done, share))
             outside += cost if due[-1] else 0.0
         due.append(self.mark_reached(now))
-        due[0] = due[0] or due[-1]
         return due
 
     def happened(self, names: tuple[str, ...] | list[str], now: float) -> None:

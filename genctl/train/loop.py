@@ -124,20 +124,24 @@ class Trainer:
             due = distributed.any_flags(due)
         return [name for name, is_due in zip(Events.NAMES, due) if is_due]
 
-    def run_event(self, name: str, train_means: dict[str, float]) -> None:
-        """Validate, save last.pt, draw the image grids or keep best.pt at a mark, timing it for the
-        cadences by share."""
+    def run_event(self, name: str, train_means: dict[str, float], validated: bool) -> None:
+        """Validate, save last.pt, draw the image grids or keep best.pt at a mark (validating first
+        unless the cadence ``validated`` just now), timing it for the cadences by share. What a mark
+        costs is also counted apart: it is the benchmark's instrument, not the recipe's cadence."""
         start = time.monotonic()
-        if name == "val":
-            self.validate(train_means)
+        if name == "val" or (name == "mark" and not validated):
+            self.validate(train_means)  # a mark keeps the best weights up to it
         elif name == "ckpt":
             self.save(self.folder.last)
         elif name == "sample":
             self.emit("on_images")
-        for minutes in self.events.passed_marks(self.spent()):  # best.pt as it stands at each mark passed
-            if self.rank == 0 and self.folder.best.is_file():
-                copy_checkpoint(self.folder.best, self.folder.kept(minutes))
+        if name == "mark":
+            for minutes in self.events.passed_marks(self.spent()):  # best.pt as it stands at each mark passed
+                if self.rank == 0 and self.folder.best.is_file():
+                    copy_checkpoint(self.folder.best, self.folder.kept(minutes))
         self.events.cost[name] = time.monotonic() - start
+        if name == "mark":
+            self.progress.marks += self.events.cost[name]
 
     def run_epoch(self, signals: list[str]) -> tuple[str | None, dict[str, float]]:
         """Train until the epoch ends, an event counted in steps or seconds falls due, or a stop
@@ -232,7 +236,7 @@ class Trainer:
                 due = Events.NAMES if finishing else self.due(epoch_done)
                 with self.aside():
                     for name in due:
-                        self.run_event(name, train_means)
+                        self.run_event(name, train_means, validated="val" in due)
                 self.watch.update(progress)  # the run's time includes what the events took
                 self.events.happened(due, self.spent())
         if stop:

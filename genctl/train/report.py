@@ -65,6 +65,7 @@ class Report:
             wall_time_s=round(progress.elapsed, 1),
             outside_steps_s=round(progress.outside, 2),
             outside_steps_share=round(progress.outside / max(progress.elapsed, 1e-9), 4),
+            outside_marks_s=round(progress.marks, 2),
             cpu_time_s=round(progress.cpu_seconds, 1),
             train_images_per_s=round(progress.step * trainer.batches.batch_size / max(progress.elapsed, 1e-9), 1),
             peak_memory_mb=peak_memory_mb(self.device),
@@ -76,10 +77,11 @@ class Report:
         )
         best = self.folder.best
         log.info(
-            "outside the optimizer steps (validation, checkpoints, image grids, logs): %.1fs, %.1f%% of %.0fs of training",
+            "outside the optimizer steps (validation, checkpoints, image grids, logs): %.1fs, %.1f%% of %.0fs of training%s",
             progress.outside,
             100 * record.outside_steps_share,
             progress.elapsed,
+            f" ({progress.marks:.1f}s of it keeping best.pt at trainer.keep_best_at's marks)" if progress.marks else "",
         )
         record.error = failure(progress, best)
         if record.error:
