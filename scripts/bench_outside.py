@@ -10,7 +10,8 @@ budget: a budget shorter than the recipe's own (the default 5 CPU minutes, half 
 weighs them more, so a row under 5% there is under 5% at its own budget too.
 
 Prints the table and writes JSON and Markdown (default bench_out/outside/); --results DIR writes
-them to DIR/results/outside.{md,json}. Budgets are CPU minutes: run nothing else meanwhile.
+them to DIR/results/outside.{md,json}, keeping the rows found there that this run did not measure.
+Budgets are CPU minutes: run nothing else meanwhile.
 Usage: python scripts/bench_outside.py --data DIR [--rows fashion_pixelcnn,...] [--budget 5] [--reuse] [--results docs]
 """
 
@@ -82,6 +83,10 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=None, help="also write DIR/results/outside.md and outside.json")
     a = p.parse_args()
     rows = [plain_run(recipe, a.data.resolve(), a.budget, a.out, a.reuse) for recipe in a.rows.split(",")]
+    kept = a.results / "results" / "outside.json" if a.results else None
+    if kept and kept.is_file():  # rows measured earlier (at their own budget, on their own CPU) stay
+        ran = {r["recipe"] for r in rows}
+        rows = [r for r in json.loads(kept.read_text()) if r["recipe"] not in ran] + rows
     text = table(rows)
     print("\n" + text)
     for folder in [a.out] + ([a.results / "results"] if a.results else []):
