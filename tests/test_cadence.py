@@ -127,6 +127,21 @@ def test_a_validation_not_yet_run_is_priced_from_the_training_speed():
     assert Events(schedule, 0.0, val_images=500).expected_cost("val", float("nan")) == 0.0  # no speed yet: free
 
 
+def test_a_share_keeps_room_for_the_events_at_the_end():
+    """Every event happens once more when training stops, so a share counts those in: after 100 s of
+    training with nothing outside the steps yet, a validation of 2 s fits a 4% share alone (2%) but
+    not beside the end's validation, last.pt (1.5 s) and grids (1 s): 6.5 s of 102, 6.4%. After
+    200 s it fits (3.2%), and the run can end within 4% with all of them."""
+    from genctl.train.cadence import Events, Schedule
+
+    every = Every.parse("4%")
+    events = Events(Schedule(1000, 20, every, every, every, None, None, "wall"), 0.0, val_images=500)
+    events.cost.update(val=2.0, ckpt=1.5, sample=1.0)
+    epoch_end = dict(epoch=1, step=8, now=100.0, elapsed=100.0, outside=0.0, epoch_done=True, images_per_s=2000.0)
+    assert events.due(**epoch_end)[0] is False
+    assert events.due(**{**epoch_end, "now": 200.0, "elapsed": 200.0})[0] is True
+
+
 def test_val_images_validates_on_the_first_images_of_the_split(tmp_path):
     """trainer.val_images keeps a validation cheap: the first N images of the split, the same ones
     at every validation, so best.pt is still chosen by one yardstick."""

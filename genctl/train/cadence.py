@@ -6,8 +6,9 @@ Epochs suit epochs of minutes. A model that runs an epoch in a second would pay 
 and a checkpoint write every second, so such runs count steps or seconds instead; those events
 fall inside an epoch, which the loop then continues where it paused. A share needs no knowledge of
 the model or the data's size: an event falls at an epoch's end while the time spent outside the
-optimizer steps, this event's last cost included, stays within n% of the training time, so the
-defaults cost under 5% whether an epoch takes a second or an hour.
+optimizer steps, this event's last cost and the end's events included, stays within n% of the
+training time so far, so the defaults cost under 5% whether an epoch takes a second or an hour;
+only the end's validation, checkpoint and grids can exceed it alone, in a budget too short for them.
 """
 
 from __future__ import annotations
@@ -112,7 +113,11 @@ class Events:
     ) -> list[bool]:
         """Which events fall now (``now``: the budget's clock; ``elapsed`` and ``outside``: wall seconds of
         training and of it outside the steps). An event that falls adds its cost to the time outside
-        the steps the next one is judged by. A mark validates itself where no validation falls with it."""
+        the steps the next one is judged by. A share is judged with the end's events reserved (every
+        event happens when training stops), so that what the cadences take leaves room for them: the
+        run ends within the share unless the end's events alone exceed it. A mark validates itself
+        where no validation falls with it."""
+        outside += sum(self.expected_cost(name, images_per_s) for name in self.NAMES[:3])  # the end's
         due = []
         for name, every in zip(self.NAMES, self.cadences):
             cost = self.expected_cost(name, images_per_s)
