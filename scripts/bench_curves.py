@@ -161,6 +161,8 @@ def figure(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
+    tab20 = plt.get_cmap("tab20").colors
+    ax.set_prop_cycle(color=tab20[::2] + tab20[1::2])  # more rows than the default cycle's ten colours
     for r in rows:
         if not r["points"]:
             continue
