@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,19 @@ from genctl.runs.record import FILENAME, RunRecord, evaluation_name
 from genctl.runtime import describe_cpu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import NO_PAPER, PAPER, REPO, SUBSET, TABLES, TIGHT_K, gap, refresh_curves, tight_subset  # noqa: E402 - the rows, their papers, once
+from bench_models import (  # noqa: E402 - the rows, their papers, once
+    NO_PAPER,
+    PAPER,
+    REPO,
+    SUBSET,
+    TABLES,
+    TIGHT_K,
+    gap,
+    genctl,
+    refresh_curves,
+    tight_subset,
+    with_earlier,
+)
 
 MARKS = (2.5, 5, 10, 20, 40, 60)  # CPU minutes
 LONG = ("mnist_fvsbn", "mnist_nade", "mnist_made", "mnist_pixelcnn", "mnist_vae_mlp", "mnist_hvae")
@@ -65,10 +76,6 @@ def target(row: dict) -> float | None:
         return None
     native = "no native bf16" not in row["cpu"] and "no AVX2" not in row["cpu"]
     return TARGETS[row["row"]][0 if native else 1]
-
-
-def genctl(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "genctl", *args], check=True, cwd=REPO)
 
 
 def recipe_for(row: str, budget: float) -> str:
@@ -198,10 +205,7 @@ def main() -> None:
         rows.append(curve(row, a.data.resolve(), a.long if row in LONG else a.short, a.out, a.reuse))
         print(table(rows[-1:]), flush=True)
     if a.results:  # rows measured in earlier sessions (on their own CPUs) stay beside this session's
-        kept = a.results / "results" / "curves.json"
-        earlier = json.loads(kept.read_text()) if kept.is_file() else []
-        ran = {r["row"] for r in rows}
-        rows = [r for r in earlier if r["row"] not in ran] + rows
+        rows = with_earlier(a.results / "results" / "curves.json", rows, "row")
         order = TABLES["mnist"]
         rows.sort(key=lambda r: order.index(r["row"]) if r["row"] in order else len(order))
     text = table(rows)

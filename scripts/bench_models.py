@@ -192,6 +192,19 @@ def busy_cores(seconds: float = 2.0) -> float:
     return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(total1 - total0, 1))
 
 
+def genctl(*args: str) -> None:
+    """Run a genctl command in a process of its own (its own torch threads and CPU clock), from the repository."""
+    subprocess.run([sys.executable, "-m", "genctl", *args], check=True, cwd=REPO)
+
+
+def with_earlier(path: Path, rows: list[dict], key: str) -> list[dict]:
+    """``rows`` after those of ``path`` (the JSON an earlier run wrote) that they do not replace by ``key``:
+    what earlier sessions measured, each naming its CPU, stays beside what this one did."""
+    earlier = json.loads(path.read_text()) if path.is_file() else []
+    ran = {r[key] for r in rows}
+    return [r for r in earlier if r[key] not in ran] + rows
+
+
 def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[str], reuse: bool) -> dict:
     run = out / name
     args = [f"experiment={name}", f"dataset.root={data}", *extra]
@@ -205,9 +218,7 @@ def bench(name: str, data: Path, budget: float | None, out: Path, extra: list[st
                 "so the row's CPU budget buys fewer steps than on an idle machine",
                 file=sys.stderr,
             )
-        subprocess.run(
-            [sys.executable, "-m", "genctl", "train", *args, f"hydra.run.dir={run}", "overwrite=true"], check=True, cwd=REPO
-        )
+        genctl("train", *args, f"hydra.run.dir={run}", "overwrite=true")
     record = RunRecord.read(run)
     nll = record.best_nll()
     if nll is None:

@@ -4,10 +4,11 @@ Each recipe is `genctl train experiment=RECIPE dataset.root=DATA trainer.max_tim
 trainer.test_at_end=false`: no keep_best_at marks (bench_curves.py's runs validate at every mark,
 which is its instrument and not the recipe's cadence) and no test pass (it comes after training).
 The share is metrics.json's outside_steps_share: validation, last.pt and best.pt, image grids and
-logs, over the run's wall time, the end's validation, checkpoint and grids included. The cadences
-keep their own events within their share at any budget, while the end's cost the same whatever the
-budget: a budget shorter than the recipe's own (the default 5 CPU minutes, half of bench.yaml's)
-weighs them more, so a row under 5% there is under 5% at its own budget too.
+logs, over the run's wall time, the end's validation, checkpoint and grids included. A share
+cadence takes an event only while the share, the end's events counted in, stays within its 4%, and
+the end's events cost the same whatever the budget: a budget shorter than the recipe's own (the
+default 5 CPU minutes, half of bench.yaml's) weighs them more, so a row under 5% there is under 5%
+at its own budget too.
 
 Prints the table and writes JSON and Markdown (default bench_out/outside/); --results DIR writes
 them to DIR/results/outside.{md,json}, keeping the rows found there that this run did not measure.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +30,7 @@ from genctl.runs.record import FILENAME, RunRecord
 from genctl.runtime import describe_cpu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import REPO, TABLES  # noqa: E402 - the rows, once
+from bench_models import REPO, TABLES, genctl, with_earlier  # noqa: E402 - the rows, once
 
 AIM = 0.05  # the most of a run's time the default cadences may leave outside the steps
 
@@ -41,7 +41,7 @@ def plain_run(recipe: str, data: Path, budget: float, out: Path, reuse: bool) ->
     if not (reuse and (run / FILENAME).exists()):
         args = [f"experiment={recipe}", f"dataset.root={data}", f"trainer.max_time={budget:g}", "trainer.test_at_end=false"]
         args += [f"hydra.run.dir={run}", "overwrite=true"]
-        subprocess.run([sys.executable, "-m", "genctl", "train", *args], check=True, cwd=REPO)
+        genctl("train", *args)
     record = RunRecord.read(run)
     row = {
         "recipe": recipe,
@@ -83,10 +83,8 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=None, help="also write DIR/results/outside.md and outside.json")
     a = p.parse_args()
     rows = [plain_run(recipe, a.data.resolve(), a.budget, a.out, a.reuse) for recipe in a.rows.split(",")]
-    kept = a.results / "results" / "outside.json" if a.results else None
-    if kept and kept.is_file():  # rows measured earlier (at their own budget, on their own CPU) stay
-        ran = {r["recipe"] for r in rows}
-        rows = [r for r in json.loads(kept.read_text()) if r["recipe"] not in ran] + rows
+    if a.results:  # rows measured earlier (at their own budget, on their own CPU) stay
+        rows = with_earlier(a.results / "results" / "outside.json", rows, "recipe")
     text = table(rows)
     print("\n" + text)
     for folder in [a.out] + ([a.results / "results"] if a.results else []):
