@@ -68,7 +68,7 @@ LONG = (
     "mnist_hvae",
 )
 # NLL to reach at 60 CPU minutes on 2 cores (nats): (on a CPU with native bf16, on an AVX2-only one);
-# the papers' numbers plus what a 2-core budget leaves, the PixelCNN one for the best PixelCNN-type row
+# the papers' numbers plus what a 2-core budget leaves
 TARGETS = {
     "mnist_fvsbn": (97.7, 97.7),
     "mnist_nade": (92.0, 92.0),
@@ -78,6 +78,8 @@ TARGETS = {
     "mnist_vae_mlp": (89.5, 89.5),
     "mnist_hvae": (82.0, 84.0),
 }
+# Rows whose target is one for their kind: the best of the kind's rows at 60 minutes must reach it
+KINDS = {"mnist_pixelcnn": "PixelCNN-type", "mnist_pixelrnn_diag": "PixelCNN-type"}
 
 
 def target(row: dict) -> float | None:
@@ -141,17 +143,36 @@ def curve(row: str, data: Path, budget: float, out: Path, reuse: bool) -> dict:
     }
 
 
+def verdicts(rows: list[dict]) -> dict[str, str]:
+    """Each row's target cell: the target and whether its 60-minute NLL reached it, or the best of
+    its kind's where the target is the kind's (KINDS)."""
+    at60 = {r["row"]: p["nll_nats"] for r in rows for p in r["points"] if p["cpu_min"] == 60}
+    best: dict[str, float] = {}
+    for row, nll in at60.items():
+        if row in KINDS:
+            best[KINDS[row]] = min(nll, best.get(KINDS[row], nll))
+    cells = {}
+    for r in rows:
+        goal, kind = target(r), KINDS.get(r["row"])
+        if goal is None:
+            cells[r["row"]] = "-"
+            continue
+        nll = best.get(kind) if kind else at60.get(r["row"])
+        reached = "" if nll is None else " (met)" if nll <= goal else f" (missed by {nll - goal:.2f})"
+        cells[r["row"]] = f"<= {goal:g}" + (f" for the best {kind} row" if kind else "") + reached
+    return cells
+
+
 def table(rows: list[dict]) -> str:
     head = ["row", *(f"{m:g} min" for m in MARKS), "target at 60", "paper", "estimator"]
     head += [f"IWAE k={TIGHT_K} on the first {SUBSET} (vs k)", "precision", "steps", "outside the steps (the marks)"]
     head += ["recipe", "CPU", "protocol"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    goals = verdicts(rows)
     for r in rows:
         at = {p["cpu_min"]: p["nll_nats"] for p in r["points"]}
         cells = [f"{at[m]:.2f}" if m in at else "" for m in MARKS]
-        goal = target(r)
-        reached = "" if goal is None or 60 not in at else " (met)" if at[60] <= goal else f" (missed by {at[60] - goal:.2f})"
-        cells.append("-" if goal is None else f"<= {goal:g}{reached}")
+        cells.append(goals[r["row"]])
         paper = f"{r['paper_nats']:.2f}" if r["paper_nats"] is not None else "-"
         estimator = r["points"][-1]["estimator"] if r["points"] else ""
         precision = (r.get("precision") or "").split(" ")[0]

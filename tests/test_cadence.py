@@ -111,9 +111,9 @@ def test_a_share_cadence_skips_the_events_that_would_cost_more_than_it(cli, tmp_
 
 def test_a_validation_not_yet_run_is_priced_from_the_training_speed():
     """At the first epoch's end (1 s of training at 2,000 images/s, nothing outside the steps yet),
-    a validation of 500 images is priced at a third of a training step per image: 0.083 s, 7.7% of
-    the time, above a 2% share, so it is not taken; one of 16 images (0.3%) is. Once run, its
-    measured cost counts instead."""
+    a validation of 500 images is priced at a training step per image: 0.25 s, 40% of the time with
+    the end's validation reserved, above a 2% share, so it is not taken; one of 16 images (1.6%) is.
+    Once run, its measured cost counts instead."""
     from genctl.train.cadence import Events, Schedule
 
     every = Every.parse("2%")
@@ -124,6 +124,7 @@ def test_a_validation_not_yet_run_is_priced_from_the_training_speed():
     measured = Events(schedule, 0.0, val_images=500)
     measured.cost["val"] = 0.001
     assert measured.due(**first_epoch)[0] is True
+    assert Events(schedule, 0.0, val_images=500).expected_cost("val", 2000.0) == 0.25
     assert Events(schedule, 0.0, val_images=500).expected_cost("val", float("nan")) == 0.0  # no speed yet: free
 
 
