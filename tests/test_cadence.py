@@ -13,6 +13,7 @@ import torch
 import genctl.train.loop
 import genctl.train.state
 from genctl.train.cadence import Every
+from genctl.train.step import LossWindow
 from tests.conftest import TINY, one_line_error
 
 # debug=tiny: 2,000 digits at batch 256, 8 steps per epoch
@@ -90,14 +91,20 @@ def test_a_share_cadence_skips_the_events_that_would_cost_more_than_it(cli, tmp_
     """A validation of 0.3 s after epochs of a fraction of a second: the first one is taken (priced
     from the training speed, 16 images cost next to nothing), the next would put the time outside
     the steps far above 5%, so validation waits for the end of training, where every event happens;
-    per epoch, all six are taken."""
-    original = genctl.train.loop.mean_loss
+    per epoch, all six are taken. Each step takes at least 10 ms: epochs of 8 steps at full speed
+    last ~30 ms, where a millisecond's hiccup outside the steps would tip the first one over 5%."""
+    original, add = genctl.train.loop.mean_loss, LossWindow.add
 
     def slow(*args, **kwargs):
         time.sleep(0.3)
         return original(*args, **kwargs)
 
+    def slow_step(*args, **kwargs):
+        time.sleep(0.01)
+        return add(*args, **kwargs)
+
     monkeypatch.setattr(genctl.train.loop, "mean_loss", slow)
+    monkeypatch.setattr(LossWindow, "add", slow_step)
     runs = {every: tmp_path / every.strip("%") for every in ("5%", "1")}
     for every, run in runs.items():
         args = [*RUN, "trainer.epochs=6", "trainer.val_images=16", f"trainer.val_every={every}", f"hydra.run.dir={run}"]
